@@ -1,0 +1,189 @@
+//! Execute a plan step by step. Best effort: a failure is recorded and the next step runs;
+//! an object that vanished meanwhile (ENOENT, ENODEV) counts as gone.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsFd;
+
+use serde::Serialize;
+
+use crate::inventory::{pinned_object, PinnedObject};
+use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
+use crate::kernel::fs as kfs;
+use crate::kernel::is_gone;
+use crate::kernel::netlink::{Rtnl, XdpMode};
+use crate::plan::{Action, ObjId, Step};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "detail", rename_all = "kebab-case")]
+pub enum Outcome {
+    Removed,
+    AlreadyGone,
+    /// Left in place on purpose: it is no longer the Calico object the plan named.
+    Kept(String),
+    Failed(String),
+}
+
+/// Run every step in order.
+pub fn apply(steps: &[Step]) -> Vec<Outcome> {
+    let mut ctx = Ctx { rtnl: None };
+    steps.iter().map(|s| ctx.run(s)).collect()
+}
+
+struct Ctx {
+    rtnl: Option<Rtnl>,
+}
+
+impl Ctx {
+    fn rtnl(&mut self) -> io::Result<&mut Rtnl> {
+        if self.rtnl.is_none() {
+            self.rtnl = Some(Rtnl::open()?);
+        }
+        self.rtnl
+            .as_mut()
+            .ok_or_else(|| io::Error::other("rtnetlink socket unavailable"))
+    }
+
+    fn run(&mut self, step: &Step) -> Outcome {
+        if let Some(err) = crate::failpoint::inject(step) {
+            return Outcome::Failed(err);
+        }
+        match self.action(&step.action) {
+            Ok(o) => o,
+            Err(e) if is_gone(&e) => Outcome::AlreadyGone,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    fn action(&mut self, action: &Action) -> io::Result<Outcome> {
+        match action {
+            Action::DetachCgroup {
+                cgroup,
+                cgroup_id,
+                attach_type,
+                prog_id,
+                exclusive,
+            } => {
+                let dir = kfs::open_dir(cgroup)?;
+                let prog = bpf::fd_by_id(IdSpace::Prog, *prog_id)?;
+                if *exclusive {
+                    // A detach on an exclusive slot removes whatever is there now, so make sure
+                    // it is still the Calico program.
+                    let q = bpf::query(Target::Fd(dir.as_fd()), *attach_type)?;
+                    if !q.progs.iter().any(|p| p.prog_id == *prog_id) {
+                        return Ok(match q.progs.first() {
+                            Some(p) => Outcome::Kept(format!(
+                                "the slot now holds program {}, not {prog_id}",
+                                p.prog_id
+                            )),
+                            None => Outcome::AlreadyGone,
+                        });
+                    }
+                }
+                match bpf::prog_detach(Target::Fd(dir.as_fd()), prog.as_fd(), *attach_type) {
+                    Ok(()) => Ok(Outcome::Removed),
+                    // The program may have been attached through a link after the scan: the
+                    // kernel refuses a prog detach then, so detach the link.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        let want = LinkTarget::Cgroup {
+                            cgroup_id: *cgroup_id,
+                            attach_type: *attach_type,
+                        };
+                        match find_link(*prog_id, want)? {
+                            Some(link_id) => self.detach_link(link_id),
+                            None => Ok(Outcome::AlreadyGone),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Action::DetachLink { link_id } => self.detach_link(*link_id),
+            Action::DetachHook {
+                ifindex,
+                attach_type,
+                prog_id,
+            } => {
+                let prog = bpf::fd_by_id(IdSpace::Prog, *prog_id)?;
+                bpf::prog_detach(Target::Ifindex(*ifindex), prog.as_fd(), *attach_type)?;
+                Ok(Outcome::Removed)
+            }
+            Action::DetachXdp {
+                ifindex,
+                mode,
+                prog_id,
+            } => {
+                let prog = bpf::fd_by_id(IdSpace::Prog, *prog_id)?;
+                let flags = match mode {
+                    XdpMode::Driver => bpf::XDP_FLAGS_DRV_MODE,
+                    XdpMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+                    XdpMode::Offload => bpf::XDP_FLAGS_HW_MODE,
+                };
+                match bpf::xdp_detach(*ifindex, flags, prog.as_fd()) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Outcome::Kept(
+                        "another XDP program replaced it meanwhile".into(),
+                    )),
+                    r => r.map(|()| Outcome::Removed),
+                }
+            }
+            Action::DeleteFilter { filter } => {
+                self.rtnl()?.del_filter(filter)?;
+                Ok(Outcome::Removed)
+            }
+            Action::Unpin { path, expect } => {
+                if let Some(want) = expect {
+                    let now = match pinned_object(path)? {
+                        PinnedObject::Prog(p) => Some(ObjId::Prog(p.id)),
+                        PinnedObject::Map(m) => Some(ObjId::Map(m.id)),
+                        PinnedObject::Link(l) => Some(ObjId::Link(l.id)),
+                        PinnedObject::Unknown(_) => None,
+                    };
+                    if now != Some(*want) {
+                        return Ok(Outcome::Kept("the pin now holds another object".into()));
+                    }
+                }
+                fs::remove_file(path)?;
+                Ok(Outcome::Removed)
+            }
+            Action::RemoveDir { path } => match fs::remove_dir(path) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(Outcome::Kept(
+                    "not empty: it holds entries that are not Calico's".into(),
+                )),
+                r => r.map(|()| Outcome::Removed),
+            },
+            Action::DeleteDevice { name } => {
+                let rtnl = self.rtnl()?;
+                match rtnl.link_by_name(name)? {
+                    Some(dev)
+                        if crate::ownership::device(&dev.name, dev.kind.as_deref()).is_some() =>
+                    {
+                        rtnl.del_link(dev.ifindex)?;
+                        Ok(Outcome::Removed)
+                    }
+                    Some(_) => Ok(Outcome::Kept("the device is no longer a veth".into())),
+                    None => Ok(Outcome::AlreadyGone),
+                }
+            }
+        }
+    }
+
+    fn detach_link(&mut self, link_id: u32) -> io::Result<Outcome> {
+        let link = bpf::fd_by_id(IdSpace::Link, link_id)?;
+        match bpf::link_detach(link.as_fd()) {
+            // A link whose target already went away (a deleted cgroup or device) is defunct.
+            Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(Outcome::AlreadyGone),
+            r => r.map(|()| Outcome::Removed),
+        }
+    }
+}
+
+fn find_link(prog_id: u32, want: LinkTarget) -> io::Result<Option<u32>> {
+    for id in bpf::ids(IdSpace::Link)? {
+        match bpf::fd_by_id(IdSpace::Link, id).and_then(|fd| bpf::link_info(fd.as_fd())) {
+            Ok(l) if l.prog_id == prog_id && l.target == want => return Ok(Some(id)),
+            Ok(_) => {}
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}

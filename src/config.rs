@@ -1,0 +1,250 @@
+//! The configuration file: a strict fragment (every key optional, unknown keys refused) merged
+//! over built-in defaults, then validated into `Settings`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::kernel::fs::{read_trusted, FileProblem};
+
+pub const DEFAULT_CONFIG: &str = "/etc/calico-bpf-guard/config.toml";
+pub const DEFAULT_MODE_FILE: &str = "/var/lib/calico-bpf-guard/mode.toml";
+pub const DEFAULT_LOCK_FILE: &str = "/run/calico-bpf-guard.lock";
+pub const DEFAULT_BPFFS_ROOTS: [&str; 2] = ["/sys/fs/bpf", "/var/run/calico/bpffs"];
+
+/// A file the guard refused to act on: exit 78, nothing touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidInput {
+    pub file: PathBuf,
+    pub detail: String,
+}
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.detail)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+impl InvalidInput {
+    pub fn new(file: &Path, detail: impl Into<String>) -> Self {
+        InvalidInput {
+            file: file.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A TOML or serde error, located by line and key.
+    pub fn from_toml(file: &Path, text: &str, err: &toml::de::Error) -> Self {
+        let message = err.message().trim_end().to_string();
+        let detail = match err.span() {
+            Some(span) => {
+                let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                let line = text.lines().nth(line_no - 1).unwrap_or("");
+                match key_on_line(line) {
+                    Some(key) => format!("line {line_no}, key `{key}`: {message}"),
+                    None => format!("line {line_no}: {message}"),
+                }
+            }
+            None => message,
+        };
+        InvalidInput::new(file, detail)
+    }
+
+    /// A value that parsed but is not allowed, located by its key's line.
+    pub fn at_key(file: &Path, text: &str, key: &str, message: impl std::fmt::Display) -> Self {
+        let line = text
+            .lines()
+            .position(|l| key_on_line(l) == Some(key))
+            .map(|i| format!("line {}, ", i + 1))
+            .unwrap_or_default();
+        InvalidInput::new(file, format!("{line}key `{key}`: {message}"))
+    }
+}
+
+fn key_on_line(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('#') && !key.starts_with('[')).then_some(key)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissingMode {
+    /// No mode file: do nothing (a node that was never told its mode is left alone).
+    Skip,
+    /// No mode file: treat eBPF as off.
+    Sweep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// stderr; with `<N>` level prefixes when journald reads it (JOURNAL_STREAM set).
+    Stderr,
+    /// The local syslog socket, for non-systemd inits.
+    Syslog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fragment {
+    mode_file: Option<PathBuf>,
+    on_missing_mode: Option<OnMissingMode>,
+    bpffs_roots: Option<Vec<PathBuf>>,
+    cgroup2_roots: Option<Vec<PathBuf>>,
+    lock_file: Option<PathBuf>,
+    log: Option<LogTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub mode_file: PathBuf,
+    pub on_missing_mode: OnMissingMode,
+    pub bpffs_roots: Vec<PathBuf>,
+    /// Empty: every cgroup2 mount in /proc/self/mountinfo.
+    pub cgroup2_roots: Vec<PathBuf>,
+    pub lock_file: PathBuf,
+    pub log: LogTarget,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode_file: DEFAULT_MODE_FILE.into(),
+            on_missing_mode: OnMissingMode::Skip,
+            bpffs_roots: DEFAULT_BPFFS_ROOTS.iter().map(PathBuf::from).collect(),
+            cgroup2_roots: Vec::new(),
+            lock_file: DEFAULT_LOCK_FILE.into(),
+            log: LogTarget::Stderr,
+        }
+    }
+}
+
+/// Load the configuration. `explicit` is false for the default path, where a missing file
+/// means built-in defaults; a file named on the command line must exist.
+pub fn load(path: &Path, explicit: bool) -> Result<Settings, InvalidInput> {
+    match read_trusted(path) {
+        Ok(text) => parse(path, &text),
+        Err(FileProblem::NotFound) if !explicit => Ok(Settings::default()),
+        Err(problem) => Err(InvalidInput::new(path, problem.to_string())),
+    }
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Settings, InvalidInput> {
+    let frag: Fragment =
+        toml::from_str(text).map_err(|e| InvalidInput::from_toml(path, text, &e))?;
+    let defaults = Settings::default();
+    let absolute = |key: &str, p: &Path| {
+        if p.is_absolute() {
+            Ok(())
+        } else {
+            Err(InvalidInput::at_key(
+                path,
+                text,
+                key,
+                format!("`{}` is not an absolute path", p.display()),
+            ))
+        }
+    };
+    if let Some(p) = &frag.mode_file {
+        absolute("mode_file", p)?;
+    }
+    if let Some(p) = &frag.lock_file {
+        absolute("lock_file", p)?;
+    }
+    for p in frag.bpffs_roots.iter().flatten() {
+        absolute("bpffs_roots", p)?;
+    }
+    for p in frag.cgroup2_roots.iter().flatten() {
+        absolute("cgroup2_roots", p)?;
+    }
+    Ok(Settings {
+        mode_file: frag.mode_file.unwrap_or(defaults.mode_file),
+        on_missing_mode: frag.on_missing_mode.unwrap_or(defaults.on_missing_mode),
+        bpffs_roots: frag.bpffs_roots.unwrap_or(defaults.bpffs_roots),
+        cgroup2_roots: frag.cgroup2_roots.unwrap_or(defaults.cgroup2_roots),
+        lock_file: frag.lock_file.unwrap_or(defaults.lock_file),
+        log: frag.log.unwrap_or(defaults.log),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Settings, String> {
+        parse(Path::new("/etc/g.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(p(""), Ok(Settings::default()));
+    }
+
+    #[test]
+    fn every_key() {
+        let s = p(r#"
+mode_file = "/m.toml"
+on_missing_mode = "sweep"
+bpffs_roots = ["/b"]
+cgroup2_roots = ["/c1", "/c2"]
+lock_file = "/run/l"
+log = "syslog"
+"#)
+        .unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                mode_file: "/m.toml".into(),
+                on_missing_mode: OnMissingMode::Sweep,
+                bpffs_roots: vec!["/b".into()],
+                cgroup2_roots: vec!["/c1".into(), "/c2".into()],
+                lock_file: "/run/l".into(),
+                log: LogTarget::Syslog,
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "\nbogus = 1\n",
+                "/etc/g.toml: line 2, key `bogus`: unknown field `bogus`",
+            ),
+            (
+                "on_missing_mode = \"maybe\"\n",
+                "line 1, key `on_missing_mode`: unknown variant `maybe`",
+            ),
+            (
+                "# c\n\nbpffs_roots = \"/x\"\n",
+                "line 3, key `bpffs_roots`: invalid type: string",
+            ),
+            (
+                "mode_file = 3\n",
+                "line 1, key `mode_file`: invalid type: integer",
+            ),
+            (
+                "log = \"journal\"\n",
+                "key `log`: unknown variant `journal`",
+            ),
+            (
+                "mode_file = \"rel/m.toml\"\n",
+                "line 1, key `mode_file`: `rel/m.toml` is not an absolute path",
+            ),
+            (
+                "\ncgroup2_roots = [\"/ok\", \"x\"]\n",
+                "line 2, key `cgroup2_roots`: `x` is not an absolute path",
+            ),
+            ("mode_file = \n", "line 1"),
+            ("[section]\nx = 1\n", "unknown field `section`"),
+        ];
+        for (text, want) in cases {
+            let err = p(text).expect_err(text);
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(err.starts_with("/etc/g.toml: "), "{err}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Whether to sweep: from the mode file, the configuration and --force. Pure.
+
+use crate::config::OnMissingMode;
+use crate::mode::Mode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Sweep(String),
+    Skip(String),
+}
+
+/// What the node's mode says about eBPF: on, off, or unknown (no mode file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ebpf {
+    On,
+    Off,
+    Unknown,
+}
+
+pub fn ebpf(mode: Option<&Mode>, on_missing: OnMissingMode) -> Ebpf {
+    match (mode, on_missing) {
+        (Some(m), _) if m.dataplane.ebpf_on() => Ebpf::On,
+        (Some(_), _) | (None, OnMissingMode::Sweep) => Ebpf::Off,
+        (None, OnMissingMode::Skip) => Ebpf::Unknown,
+    }
+}
+
+/// `--force` sweeps without a mode file, never against one that says `bpf`: a mode file that
+/// says eBPF is on is the node's statement that the dataplane is live.
+pub fn decide(mode: Option<&Mode>, on_missing: OnMissingMode, force: bool) -> Decision {
+    match (mode, on_missing, force) {
+        (Some(m), _, _) if m.dataplane.ebpf_on() => {
+            Decision::Skip("the mode file says the eBPF dataplane is on".into())
+        }
+        (Some(m), _, _) => Decision::Sweep(format!(
+            "the mode file says {}: the eBPF dataplane is off",
+            m.dataplane.name()
+        )),
+        (None, OnMissingMode::Sweep, _) => {
+            Decision::Sweep("no mode file, and on_missing_mode = \"sweep\"".into())
+        }
+        (None, OnMissingMode::Skip, true) => Decision::Sweep("no mode file; --force".into()),
+        (None, OnMissingMode::Skip, false) => {
+            Decision::Skip("no mode file (on_missing_mode = \"skip\")".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mode::Dataplane;
+
+    #[test]
+    fn table() {
+        let m = |d| {
+            Some(Mode {
+                dataplane: d,
+                source: None,
+                updated: None,
+            })
+        };
+        use OnMissingMode::*;
+        let cases = [
+            (m(Dataplane::Bpf), Skip, false, false, Ebpf::On),
+            (m(Dataplane::Bpf), Sweep, true, false, Ebpf::On),
+            (m(Dataplane::Iptables), Skip, false, true, Ebpf::Off),
+            (m(Dataplane::Nftables), Skip, false, true, Ebpf::Off),
+            (m(Dataplane::Vpp), Skip, false, true, Ebpf::Off),
+            (None, Skip, false, false, Ebpf::Unknown),
+            (None, Skip, true, true, Ebpf::Unknown),
+            (None, Sweep, false, true, Ebpf::Off),
+        ];
+        for (mode, on_missing, force, sweep, state) in cases {
+            let d = decide(mode.as_ref(), on_missing, force);
+            assert_eq!(
+                matches!(d, Decision::Sweep(_)),
+                sweep,
+                "{mode:?} {on_missing:?} {force}"
+            );
+            assert_eq!(ebpf(mode.as_ref(), on_missing), state);
+        }
+    }
+}

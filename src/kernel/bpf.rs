@@ -1,0 +1,501 @@
+//! bpf(2) through libbpf-sys: id iteration, object info, queries, detaches, pins.
+//!
+//! libbpf-rs's iterators hide EPERM (they return nothing without CAP_SYS_ADMIN), so this layer
+//! iterates ids itself and surfaces every errno.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use libbpf_sys as sys;
+
+use super::check;
+
+pub const PROG_TYPE_SCHED_CLS: u32 = sys::BPF_PROG_TYPE_SCHED_CLS;
+pub const PROG_TYPE_XDP: u32 = sys::BPF_PROG_TYPE_XDP;
+pub const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR;
+
+pub const ATTACH_INET4_CONNECT: u32 = sys::BPF_CGROUP_INET4_CONNECT;
+pub const ATTACH_INET6_CONNECT: u32 = sys::BPF_CGROUP_INET6_CONNECT;
+pub const ATTACH_UDP4_SENDMSG: u32 = sys::BPF_CGROUP_UDP4_SENDMSG;
+pub const ATTACH_UDP6_SENDMSG: u32 = sys::BPF_CGROUP_UDP6_SENDMSG;
+pub const ATTACH_UDP4_RECVMSG: u32 = sys::BPF_CGROUP_UDP4_RECVMSG;
+pub const ATTACH_UDP6_RECVMSG: u32 = sys::BPF_CGROUP_UDP6_RECVMSG;
+pub const ATTACH_TCX_INGRESS: u32 = sys::BPF_TCX_INGRESS;
+pub const ATTACH_TCX_EGRESS: u32 = sys::BPF_TCX_EGRESS;
+pub const ATTACH_NETKIT_PRIMARY: u32 = sys::BPF_NETKIT_PRIMARY;
+pub const ATTACH_NETKIT_PEER: u32 = sys::BPF_NETKIT_PEER;
+
+pub const F_ALLOW_OVERRIDE: u32 = sys::BPF_F_ALLOW_OVERRIDE;
+pub const F_ALLOW_MULTI: u32 = sys::BPF_F_ALLOW_MULTI;
+
+pub const XDP_FLAGS_SKB_MODE: u32 = sys::XDP_FLAGS_SKB_MODE;
+pub const XDP_FLAGS_DRV_MODE: u32 = sys::XDP_FLAGS_DRV_MODE;
+pub const XDP_FLAGS_HW_MODE: u32 = sys::XDP_FLAGS_HW_MODE;
+
+/// Which id space to iterate.
+#[derive(Debug, Clone, Copy)]
+pub enum IdSpace {
+    Prog,
+    Map,
+    Link,
+}
+
+/// What a bpf fd refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjKind {
+    Prog,
+    Map,
+    Link,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgInfo {
+    pub id: u32,
+    pub prog_type: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapInfo {
+    pub id: u32,
+    pub name: String,
+}
+
+/// Where a link is attached, for the link types the guard cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTarget {
+    Cgroup { cgroup_id: u64, attach_type: u32 },
+    Tcx { ifindex: u32, attach_type: u32 },
+    Netkit { ifindex: u32, attach_type: u32 },
+    Xdp { ifindex: u32 },
+    Other { link_type: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub id: u32,
+    pub prog_id: u32,
+    pub target: LinkTarget,
+}
+
+/// One program in a query answer; `link_id` is 0 where the kernel does not report it (cgroups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub prog_id: u32,
+    pub link_id: u32,
+    pub attach_flags: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Query {
+    /// The slot's flags for cgroup hooks: 0 exclusive, ALLOW_OVERRIDE or ALLOW_MULTI.
+    pub slot_flags: u32,
+    pub progs: Vec<Attached>,
+}
+
+/// What a query, attach or detach targets: a cgroup (or other) fd, or an interface.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Fd(BorrowedFd<'a>),
+    Ifindex(u32),
+}
+
+impl Target<'_> {
+    fn raw(&self) -> c_int {
+        match self {
+            Target::Fd(fd) => fd.as_raw_fd(),
+            Target::Ifindex(i) => *i as c_int,
+        }
+    }
+}
+
+fn owned(ret: c_int) -> io::Result<OwnedFd> {
+    let fd = check(ret)?;
+    // SAFETY: libbpf returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Every id in one id space. EPERM (no CAP_SYS_ADMIN) is an error, never an empty answer.
+pub fn ids(space: IdSpace) -> io::Result<Vec<u32>> {
+    let next = match space {
+        IdSpace::Prog => sys::bpf_prog_get_next_id,
+        IdSpace::Map => sys::bpf_map_get_next_id,
+        IdSpace::Link => sys::bpf_link_get_next_id,
+    };
+    let mut out = Vec::new();
+    let mut id = 0u32;
+    loop {
+        let mut next_id = 0u32;
+        // SAFETY: plain syscall wrapper writing one u32.
+        let ret = unsafe { next(id, &mut next_id) };
+        match check(ret) {
+            Ok(_) => {
+                out.push(next_id);
+                id = next_id;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An fd for an object id; ENOENT when it vanished meanwhile.
+pub fn fd_by_id(space: IdSpace, id: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall wrappers.
+    owned(unsafe {
+        match space {
+            IdSpace::Prog => sys::bpf_prog_get_fd_by_id(id),
+            IdSpace::Map => sys::bpf_map_get_fd_by_id(id),
+            IdSpace::Link => sys::bpf_link_get_fd_by_id(id),
+        }
+    })
+}
+
+fn info_by_fd<T>(fd: BorrowedFd<'_>, info: &mut T) -> io::Result<()> {
+    let mut len = size_of::<T>() as u32;
+    // SAFETY: `info` is a plain-old-data bpf_*_info struct of `len` bytes.
+    check(unsafe {
+        sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), (info as *mut T).cast(), &mut len)
+    })?;
+    Ok(())
+}
+
+fn name16(raw: &[c_char; 16]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
+    // SAFETY: bpf_prog_info is plain old data; all-zero is its documented initial state.
+    let mut info: sys::bpf_prog_info = unsafe { zeroed() };
+    info_by_fd(fd, &mut info)?;
+    Ok(ProgInfo {
+        id: info.id,
+        prog_type: info.type_,
+        name: name16(&info.name),
+    })
+}
+
+pub fn map_info(fd: BorrowedFd<'_>) -> io::Result<MapInfo> {
+    // SAFETY: as above.
+    let mut info: sys::bpf_map_info = unsafe { zeroed() };
+    info_by_fd(fd, &mut info)?;
+    Ok(MapInfo {
+        id: info.id,
+        name: name16(&info.name),
+    })
+}
+
+pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+    // SAFETY: as above.
+    let mut info: sys::bpf_link_info = unsafe { zeroed() };
+    info_by_fd(fd, &mut info)?;
+    // SAFETY: the union member read is the one `type_` says the kernel filled in.
+    let target = unsafe {
+        let u = &info.__bindgen_anon_1;
+        match info.type_ {
+            sys::BPF_LINK_TYPE_CGROUP => LinkTarget::Cgroup {
+                cgroup_id: u.cgroup.cgroup_id,
+                attach_type: u.cgroup.attach_type,
+            },
+            sys::BPF_LINK_TYPE_TCX => LinkTarget::Tcx {
+                ifindex: u.tcx.ifindex,
+                attach_type: u.tcx.attach_type,
+            },
+            sys::BPF_LINK_TYPE_NETKIT => LinkTarget::Netkit {
+                ifindex: u.netkit.ifindex,
+                attach_type: u.netkit.attach_type,
+            },
+            sys::BPF_LINK_TYPE_XDP => LinkTarget::Xdp {
+                ifindex: u.xdp.ifindex,
+            },
+            other => LinkTarget::Other { link_type: other },
+        }
+    };
+    Ok(LinkInfo {
+        id: info.id,
+        prog_id: info.prog_id,
+        target,
+    })
+}
+
+/// The program's full function name from its BTF, when it was loaded with BTF. Kernel names are
+/// cut to 15 characters, so this is what tells `calico_connect_v4` from `calico_connect_v6`.
+pub fn prog_btf_name(fd: BorrowedFd<'_>) -> io::Result<Option<String>> {
+    // SAFETY: as above.
+    let mut info: sys::bpf_prog_info = unsafe { zeroed() };
+    info_by_fd(fd, &mut info)?;
+    if info.btf_id == 0 || info.nr_func_info == 0 {
+        return Ok(None);
+    }
+    let mut func = sys::bpf_func_info {
+        insn_off: 0,
+        type_id: 0,
+    };
+    // SAFETY: as above.
+    let mut want: sys::bpf_prog_info = unsafe { zeroed() };
+    want.nr_func_info = 1;
+    want.func_info_rec_size = size_of::<sys::bpf_func_info>() as u32;
+    want.func_info = (&mut func as *mut sys::bpf_func_info) as u64;
+    info_by_fd(fd, &mut want)?;
+    // SAFETY: libbpf returns an owned btf object or NULL; it is freed below on every path.
+    unsafe {
+        let btf = sys::btf__load_from_kernel_by_id(info.btf_id);
+        if btf.is_null() {
+            return Ok(None);
+        }
+        let ty = sys::btf__type_by_id(btf, func.type_id);
+        let name = if ty.is_null() {
+            None
+        } else {
+            let p = sys::btf__name_by_offset(btf, (*ty).name_off);
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
+        sys::btf__free(btf);
+        Ok(name.filter(|n| !n.is_empty()))
+    }
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Open a pinned object.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    owned(unsafe { sys::bpf_obj_get(c.as_ptr()) })
+}
+
+/// Pin an object (used by fixtures and by nothing in the sweep).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    check(unsafe { sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })?;
+    Ok(())
+}
+
+/// What kind of bpf object an fd holds: the kernel names its anon inodes `bpf-prog`,
+/// `bpf-map` and `bpf_link` (the same test bpftool uses).
+pub fn fd_kind(fd: BorrowedFd<'_>) -> io::Result<ObjKind> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(match target.as_os_str().as_bytes() {
+        b"anon_inode:bpf-prog" => ObjKind::Prog,
+        b"anon_inode:bpf-map" => ObjKind::Map,
+        b"anon_inode:bpf_link" => ObjKind::Link,
+        _ => ObjKind::Other,
+    })
+}
+
+/// Programs attached at one hook. Cgroup hooks hold at most 64 programs; tcx and netkit more,
+/// so the buffer grows when the kernel says it was too small (ENOSPC).
+pub fn query(target: Target<'_>, attach_type: u32) -> io::Result<Query> {
+    let mut cap = 64usize;
+    loop {
+        let mut prog_ids = vec![0u32; cap];
+        let mut prog_flags = vec![0u32; cap];
+        let mut link_ids = vec![0u32; cap];
+        // SAFETY: all-zero is the documented initial state of the opts struct.
+        let mut opts: sys::bpf_prog_query_opts = unsafe { zeroed() };
+        opts.sz = size_of::<sys::bpf_prog_query_opts>() as _;
+        opts.prog_ids = prog_ids.as_mut_ptr();
+        opts.prog_attach_flags = prog_flags.as_mut_ptr();
+        opts.link_ids = link_ids.as_mut_ptr();
+        opts.__bindgen_anon_1.count = cap as u32;
+        // SAFETY: the three buffers hold `cap` entries and outlive the call.
+        let ret = unsafe { sys::bpf_prog_query_opts(target.raw(), attach_type, &mut opts) };
+        match check(ret) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                cap *= 4;
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        // SAFETY: the kernel wrote the count member.
+        let n = (unsafe { opts.__bindgen_anon_1.count } as usize).min(cap);
+        let progs = (0..n)
+            .map(|i| Attached {
+                prog_id: prog_ids[i],
+                link_id: link_ids[i],
+                attach_flags: prog_flags[i],
+            })
+            .collect();
+        return Ok(Query {
+            slot_flags: opts.attach_flags,
+            progs,
+        });
+    }
+}
+
+/// Detach one program from a hook, identified by its own fd.
+pub fn prog_detach(target: Target<'_>, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    // SAFETY: all-zero is the documented initial state of the opts struct.
+    let mut opts: sys::bpf_prog_detach_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_detach_opts>() as _;
+    // SAFETY: opts lives across the call.
+    check(unsafe {
+        sys::bpf_prog_detach_opts(prog.as_raw_fd(), target.raw(), attach_type, &opts)
+    })?;
+    Ok(())
+}
+
+/// Attach a program the old way (fixtures; the sweep never attaches).
+pub fn prog_attach(
+    target: Target<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
+    // SAFETY: all-zero is the documented initial state of the opts struct.
+    let mut opts: sys::bpf_prog_attach_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_attach_opts>() as _;
+    opts.flags = flags;
+    // SAFETY: opts lives across the call.
+    check(unsafe {
+        sys::bpf_prog_attach_opts(prog.as_raw_fd(), target.raw(), attach_type, &opts)
+    })?;
+    Ok(())
+}
+
+/// Create a bpf_link (fixtures; the sweep never attaches).
+pub fn link_create(
+    target: Target<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    // SAFETY: all-zero is the documented initial state of the opts struct.
+    let mut opts: sys::bpf_link_create_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
+    // SAFETY: opts lives across the call.
+    owned(unsafe { sys::bpf_link_create(prog.as_raw_fd(), target.raw(), attach_type, &opts) })
+}
+
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall wrapper.
+    check(unsafe { sys::bpf_link_detach(link.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// Detach XDP from one interface in one mode, only if `expected` is still the program there
+/// (XDP_FLAGS_REPLACE): a modeless detach silently does nothing on veth.
+pub fn xdp_detach(ifindex: u32, mode_flags: u32, expected: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: all-zero is the documented initial state of the opts struct.
+    let mut opts: sys::bpf_xdp_attach_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_xdp_attach_opts>() as _;
+    opts.old_prog_fd = expected.as_raw_fd();
+    // SAFETY: opts lives across the call.
+    check(unsafe { sys::bpf_xdp_detach(ifindex as c_int, mode_flags, &opts) })?;
+    Ok(())
+}
+
+/// Attach XDP in one mode (fixtures).
+pub fn xdp_attach(ifindex: u32, prog: BorrowedFd<'_>, mode_flags: u32) -> io::Result<()> {
+    // SAFETY: a null opts pointer is allowed.
+    check(unsafe {
+        sys::bpf_xdp_attach(
+            ifindex as c_int,
+            prog.as_raw_fd(),
+            mode_flags,
+            std::ptr::null(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Load a program from raw instructions (fixtures and benchmarks: no clang, no ELF).
+/// `btf` is an optional (BTF blob fd, func type id) pair to give the program its full name.
+pub fn prog_load(
+    prog_type: u32,
+    name: &str,
+    expected_attach_type: u32,
+    insns: &[u64],
+    btf: Option<(BorrowedFd<'_>, u32)>,
+) -> io::Result<OwnedFd> {
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    let license = c"GPL";
+    // SAFETY: all-zero is the documented initial state of the opts struct.
+    let mut opts: sys::bpf_prog_load_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_load_opts>() as _;
+    opts.expected_attach_type = expected_attach_type;
+    let func = btf.map(|(_, type_id)| sys::bpf_func_info {
+        insn_off: 0,
+        type_id,
+    });
+    if let (Some((fd, _)), Some(func)) = (btf, func.as_ref()) {
+        opts.prog_btf_fd = fd.as_raw_fd() as u32;
+        opts.func_info = (func as *const sys::bpf_func_info).cast();
+        opts.func_info_cnt = 1;
+        opts.func_info_rec_size = size_of::<sys::bpf_func_info>() as u32;
+    }
+    // SAFETY: insns is a slice of 8-byte bpf_insn encodings; every pointer outlives the call.
+    owned(unsafe {
+        sys::bpf_prog_load(
+            prog_type,
+            cname.as_ptr(),
+            license.as_ptr(),
+            insns.as_ptr().cast(),
+            insns.len() as _,
+            &mut opts,
+        )
+    })
+}
+
+/// Load a raw BTF blob (fixtures).
+pub fn btf_load(blob: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: blob outlives the call; null opts is allowed.
+    owned(unsafe { sys::bpf_btf_load(blob.as_ptr().cast(), blob.len() as _, std::ptr::null_mut()) })
+}
+
+/// libbpf's own diagnostics go to one callback, so they land in the guard's log rather than
+/// on a bare stderr. Levels: 0 warn, 1 info, 2 debug (libbpf_print_level).
+static PRINT_SINK: OnceLock<fn(u32, &str)> = OnceLock::new();
+
+unsafe extern "C" {
+    fn vsnprintf(
+        buf: *mut c_char,
+        n: usize,
+        fmt: *const c_char,
+        ap: *mut sys::__va_list_tag,
+    ) -> c_int;
+}
+
+unsafe extern "C" fn print_trampoline(
+    level: sys::libbpf_print_level,
+    fmt: *const c_char,
+    ap: *mut sys::__va_list_tag,
+) -> c_int {
+    let mut buf = [0 as c_char; 512];
+    // SAFETY: libbpf hands us a valid format string and its matching va_list.
+    let n = unsafe { vsnprintf(buf.as_mut_ptr(), buf.len(), fmt, ap) };
+    if n < 0 {
+        return n;
+    }
+    // SAFETY: vsnprintf always NUL-terminates within buf.
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    if let Some(sink) = PRINT_SINK.get() {
+        sink(level, text.trim_end());
+    }
+    n
+}
+
+pub fn route_libbpf_prints(sink: fn(u32, &str)) {
+    if PRINT_SINK.set(sink).is_ok() {
+        // SAFETY: the trampoline is a valid callback for the process lifetime.
+        unsafe {
+            sys::libbpf_set_print(Some(print_trampoline));
+        }
+    }
+}

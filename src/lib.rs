@@ -1,0 +1,20 @@
+//! calico-bpf-guard: removes stale Calico eBPF dataplane objects from a node whose cached mode
+//! says the eBPF dataplane is off, and nothing else.
+//!
+//! Data flows one way: `config` + `mode` → `decide` → `inventory` (read-only scan) →
+//! `ownership` (pure rules) → `plan` (ordered steps) → `apply` → `report`. Kernel access lives
+//! in `kernel` alone.
+
+pub mod apply;
+pub mod config;
+pub mod decide;
+pub mod failpoint;
+pub mod interlock;
+pub mod inventory;
+pub mod kernel;
+pub mod logging;
+pub mod mode;
+pub mod ownership;
+pub mod plan;
+pub mod report;
+pub mod run;

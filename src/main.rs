@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use calico_bpf_guard::config::{self, InvalidInput};
+use calico_bpf_guard::kernel::bpf::route_libbpf_prints;
+use calico_bpf_guard::logging::{self, Level};
+use calico_bpf_guard::mode::Dataplane;
+use calico_bpf_guard::run::{self, SweepOpts, EXIT_CONFIG, EXIT_FAILED};
+
+/// Remove stale Calico eBPF dataplane objects from a node that runs the iptables or nftables
+/// dataplane, and nothing else.
+///
+/// Reads the cached node mode file; when it says eBPF is off, removes Calico's connect-time
+/// load balancer programs from cgroups, its tc/tcx/XDP programs, its bpffs pins and its
+/// bpfin.cali device. Other software's programs stay, even on the same hooks.
+#[derive(Parser)]
+#[command(name = "calico-bpf-guard", version, max_term_width = 100)]
+struct Cli {
+    /// Configuration file [default: /etc/calico-bpf-guard/config.toml; if that is missing,
+    /// built-in defaults]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Remove stale Calico eBPF objects if the mode file says eBPF is off (the unit's command)
+    ///
+    /// Exit 0: done or nothing to do; 1: something Calico-owned could not be removed, or the
+    /// sweep was refused because a running process holds Calico eBPF objects; 78: invalid
+    /// config or mode file (nothing touched).
+    Sweep {
+        /// Print the plan (every object, where it is, why it is Calico's) and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also sweep without a mode file, and when a running process holds Calico objects
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON report on stdout instead of the table
+        #[arg(long)]
+        json: bool,
+    },
+    /// For monitoring: exit 0 clean (or eBPF on), 1 stale Calico objects while eBPF is off, 2
+    /// cannot tell
+    Check {
+        /// Print one JSON report on stdout instead of the table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read or write the cached node mode file
+    Mode {
+        #[command(subcommand)]
+        action: ModeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModeCommand {
+    /// Print the mode file
+    Show,
+    /// Write the mode file atomically (0644)
+    Set {
+        /// Calico's linuxDataplane value
+        #[arg(value_parser = ["bpf", "iptables", "nftables", "vpp"], ignore_case = true)]
+        dataplane: String,
+        /// Free text: who wrote it (e.g. "image build", "cloud-init")
+        #[arg(long, value_name = "TEXT")]
+        source: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = calico_bpf_guard::failpoint::setup();
+    let cli = Cli::parse();
+    route_libbpf_prints(logging::libbpf);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<InvalidInput>().is_some() => {
+            logging::log(Level::Err, &format!("{e:#} (nothing was touched)"));
+            EXIT_CONFIG
+        }
+        Err(e) => {
+            logging::log(Level::Err, &format!("{e:#}"));
+            logging::notify_status(&format!("failed: {e:#}"));
+            EXIT_FAILED
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let (path, explicit) = match cli.config {
+        Some(p) => (p, true),
+        None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+    };
+    let settings = config::load(&path, explicit)?;
+    logging::init(settings.log);
+    match cli.command {
+        Command::Sweep {
+            dry_run,
+            force,
+            json,
+        } => run::sweep(
+            &settings,
+            SweepOpts {
+                dry_run,
+                force,
+                json,
+            },
+        ),
+        Command::Check { json } => run::check(&settings, json),
+        Command::Mode {
+            action: ModeCommand::Show,
+        } => run::mode_show(&settings),
+        Command::Mode {
+            action: ModeCommand::Set { dataplane, source },
+        } => {
+            let dp = Dataplane::parse(&dataplane)
+                .ok_or_else(|| anyhow::anyhow!("unknown dataplane {dataplane}"))?;
+            run::mode_set(&settings, dp, source)
+        }
+    }
+}
