@@ -286,14 +286,14 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// What kind of bpf object an fd holds: the kernel names its anon inodes `bpf-prog`,
-/// `bpf-map` and `bpf_link` (the same test bpftool uses).
+/// What kind of bpf object an fd holds: the kernel names its anon inodes `bpf-prog`, `bpf-map`
+/// and, depending on how the fd was made, `bpf-link` or `bpf_link` (bpftool tests the same).
 pub fn fd_kind(fd: BorrowedFd<'_>) -> io::Result<ObjKind> {
     let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     Ok(match target.as_os_str().as_bytes() {
         b"anon_inode:bpf-prog" => ObjKind::Prog,
         b"anon_inode:bpf-map" => ObjKind::Map,
-        b"anon_inode:bpf_link" => ObjKind::Link,
+        b"anon_inode:bpf-link" | b"anon_inode:bpf_link" => ObjKind::Link,
         _ => ObjKind::Other,
     })
 }
@@ -449,6 +449,23 @@ pub fn prog_load(
             insns.as_ptr().cast(),
             insns.len() as _,
             &mut opts,
+        )
+    })
+}
+
+/// Create a small array map (fixtures: Calico's and other tools' pinned maps).
+pub fn map_create(name: &str) -> io::Result<OwnedFd> {
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    // SAFETY: cname outlives the call; null opts is allowed.
+    owned(unsafe {
+        sys::bpf_map_create(
+            sys::BPF_MAP_TYPE_ARRAY,
+            cname.as_ptr(),
+            4,
+            4,
+            1,
+            std::ptr::null(),
         )
     })
 }

@@ -80,7 +80,7 @@ impl Rtnl {
     }
 
     /// Send one request and collect the answer: every message of a dump, or the ack.
-    fn request(
+    pub fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,

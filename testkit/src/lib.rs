@@ -1,1 +1,11 @@
-//! placeholder until the fixtures land
+//! Test fixtures for calico-bpf-guard: per-test sandboxes (bpffs, child cgroup, network
+//! namespace), programs built from raw instructions with Calico's and other tools' exact names,
+//! planting of realistic stale state, and exact snapshots of what is left.
+
+pub mod plant;
+pub mod progs;
+pub mod sandbox;
+pub mod snapshot;
+
+pub use sandbox::{have_root, Sandbox};
+pub use snapshot::Snapshot;

@@ -1,0 +1,36 @@
+# Everyday targets. Privileged tests and the demo need root (they create bpffs mounts, cgroups
+# and network namespaces of their own and remove them afterwards).
+CARGO ?= cargo
+BIN := target/release/calico-bpf-guard
+
+.PHONY: all build release deps test unit lint demo clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh test
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --workspace
+
+# The README's test command: every unit and privileged integration test.
+test: deps
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+unit:
+	$(CARGO) test --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo: deps release
+	scripts/demo.sh
+
+clean:
+	$(CARGO) clean
+
+-include packaging/packaging.mk
