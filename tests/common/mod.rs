@@ -1,0 +1,70 @@
+//! Shared by the privileged integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+
+pub use calico_bpf_testkit::{plant, progs, Sandbox, Snapshot};
+
+pub const GUARD: &str = env!("CARGO_BIN_EXE_calico-bpf-guard");
+
+/// A fresh sandbox, or None (after printing why) when not root outside CI.
+pub fn sandbox(test: &str) -> Option<Sandbox> {
+    if !calico_bpf_testkit::have_root(test) {
+        return None;
+    }
+    Some(Sandbox::new(test, Path::new(GUARD)).expect("creating the sandbox"))
+}
+
+pub fn lines(items: &[&str]) -> Snapshot {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `after` must be exactly `before` without `removed`, and everything in `removed` must have
+/// been there: the fixture planted it and the guard removed it, and nothing else changed.
+pub fn assert_removed_exactly(before: &Snapshot, after: &Snapshot, removed: &[&str]) {
+    let removed = lines(removed);
+    let missing: BTreeSet<_> = removed.difference(before).collect();
+    assert!(
+        missing.is_empty(),
+        "the fixture did not plant: {missing:#?}"
+    );
+    let want: Snapshot = before.difference(&removed).cloned().collect();
+    let extra: Vec<_> = after.difference(&want).collect();
+    let lost: Vec<_> = want.difference(after).collect();
+    assert!(
+        extra.is_empty() && lost.is_empty(),
+        "still there but should be gone: {extra:#?}\ngone but should be there: {lost:#?}"
+    );
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run the guard and demand an exit code, showing its output when it differs.
+pub fn guard_ok(sb: &Sandbox, args: &[&str], want: i32) -> Output {
+    let out = sb.guard(args);
+    assert_eq!(
+        code(&out),
+        want,
+        "guard {args:?}\nstdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
