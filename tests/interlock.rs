@@ -1,0 +1,50 @@
+//! The live-dataplane interlock: a process holding a Calico object means eBPF is alive.
+
+mod common;
+use common::*;
+use plant::CONNECT6;
+use progs::SOCK_ADDR;
+
+#[test]
+fn a_live_holder_refuses_the_sweep_until_forced() {
+    let Some(sb) = sandbox("interlock") else {
+        return;
+    };
+    plant::calico_host(&sb.bpffs.path, &sb.cgroup.path).unwrap();
+    // This test process holds an unpinned Calico link, as a running Felix would.
+    let pod = sb.cgroup.child("pod").unwrap();
+    let held = plant::link(&pod, SOCK_ADDR, "calico_connect_v6", CONNECT6, None, false)
+        .unwrap()
+        .expect("an unpinned link comes back as an fd");
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+
+    let out = guard_ok(&sb, &["sweep"], 1);
+    let me = std::process::id().to_string();
+    assert!(
+        stderr(&out).contains(&format!("pid {me}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("refused"), "{}", stdout(&out));
+    assert_eq!(sb.snapshot(), before, "a refused sweep touches nothing");
+
+    let report = json(&guard_ok(&sb, &["check", "--json"], 1));
+    assert_eq!(
+        report["holders"][0]["pid"].as_u64(),
+        Some(u64::from(std::process::id()))
+    );
+
+    // The dry run shows the holder and still changes nothing.
+    let dry = stdout(&guard_ok(&sb, &["sweep", "--dry-run"], 0));
+    assert!(
+        dry.contains("live: pid") && dry.contains("would be refused"),
+        "{dry}"
+    );
+
+    guard_ok(&sb, &["sweep", "--force"], 0);
+    let mut removed: Vec<&str> = plant::CALICO_HOST.to_vec();
+    removed.push("cgroup pod connect6 calico_connect_ multi");
+    assert_removed_exactly(&before, &sb.snapshot(), &removed);
+    drop(held);
+}
