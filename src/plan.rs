@@ -407,3 +407,321 @@ pub fn program_ids(steps: &[Step]) -> BTreeSet<u32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{CgroupAttachment, HookAttachment, Pin, PinDir};
+    use crate::kernel::bpf::{
+        LinkInfo, MapInfo, ProgInfo, ATTACH_INET4_CONNECT as C4, ATTACH_TCX_INGRESS,
+        F_ALLOW_MULTI as MULTI, PROG_TYPE_CGROUP_SOCK_ADDR as SA, PROG_TYPE_SCHED_CLS as CLS,
+        PROG_TYPE_XDP as XDP,
+    };
+    use crate::kernel::netlink::{NetIf, PARENT_EGRESS};
+
+    fn inv(progs: &[(u32, u32, &str)]) -> Inventory {
+        let mut i = Inventory::default();
+        for &(id, prog_type, name) in progs {
+            i.programs.insert(
+                id,
+                ProgInfo {
+                    id,
+                    prog_type,
+                    name: name.into(),
+                },
+            );
+        }
+        i
+    }
+
+    fn cg(prog_id: u32, slot_flags: u32) -> CgroupAttachment {
+        CgroupAttachment {
+            cgroup: "/cg".into(),
+            cgroup_id: 77,
+            attach_type: C4,
+            prog_id,
+            slot_flags,
+        }
+    }
+
+    fn pin(path: &str, place: Place, object: PinnedObject) -> Pin {
+        Pin {
+            path: PathBuf::from("/b").join(path),
+            rel: path.into(),
+            place,
+            object,
+        }
+    }
+
+    fn map(id: u32, name: &str) -> PinnedObject {
+        PinnedObject::Map(MapInfo {
+            id,
+            name: name.into(),
+        })
+    }
+
+    /// The plan as (action tag, location) pairs, in order.
+    fn tags(steps: &[Step]) -> Vec<(String, String)> {
+        steps
+            .iter()
+            .map(|s| {
+                let tag = match &s.action {
+                    Action::DetachCgroup {
+                        exclusive: true, ..
+                    } => "detach-exclusive".to_string(),
+                    Action::DetachCgroup {
+                        exclusive: false, ..
+                    } => "detach-multi".to_string(),
+                    Action::DetachLink { link_id } => format!("detach-link {link_id}"),
+                    Action::DetachHook { .. } => "detach-hook".to_string(),
+                    Action::DetachXdp { mode, .. } => format!("detach-xdp {mode:?}"),
+                    Action::DeleteFilter { .. } => "delete-filter".to_string(),
+                    Action::Unpin { .. } => "unpin".to_string(),
+                    Action::RemoveDir { .. } => "rmdir".to_string(),
+                    Action::DeleteDevice { .. } => "delete-device".to_string(),
+                };
+                (tag, s.location.clone())
+            })
+            .collect()
+    }
+
+    fn t(tag: &str, at: &str) -> (String, String) {
+        (tag.to_string(), at.to_string())
+    }
+
+    #[test]
+    fn cgroup_attachments_by_form() {
+        let progs = [
+            (1, SA, "calico_connect_"),
+            (2, SA, "cil_sock4_conne"),
+            (3, SA, "caliper_connect"),
+            (4, SA, "cali_ctlb_v4"),
+        ];
+        let mut i = inv(&progs);
+        i.cgroups = vec![cg(1, 0), cg(2, MULTI), cg(3, MULTI), cg(4, MULTI)];
+        assert_eq!(
+            tags(&build(&i, &BTreeMap::new())),
+            [
+                t("detach-exclusive", "cgroup /cg connect4 (exclusive)"),
+                t("detach-multi", "cgroup /cg connect4 (multi)")
+            ]
+        );
+        // The same program through a link on that cgroup and hook: detach the link.
+        i.cgroups = vec![cg(1, MULTI)];
+        i.links = vec![
+            LinkInfo {
+                id: 9,
+                prog_id: 1,
+                target: LinkTarget::Cgroup {
+                    cgroup_id: 78,
+                    attach_type: C4,
+                },
+            },
+            LinkInfo {
+                id: 10,
+                prog_id: 1,
+                target: LinkTarget::Cgroup {
+                    cgroup_id: 77,
+                    attach_type: C4,
+                },
+            },
+        ];
+        assert_eq!(
+            tags(&build(&i, &BTreeMap::new())),
+            [t("detach-link 10", "cgroup /cg connect4 (link 10)")]
+        );
+    }
+
+    #[test]
+    fn pinned_link_is_detached_once_before_its_pin() {
+        let mut i = inv(&[(1, SA, "calico_connect_")]);
+        let link = LinkInfo {
+            id: 5,
+            prog_id: 1,
+            target: LinkTarget::Cgroup {
+                cgroup_id: 77,
+                attach_type: C4,
+            },
+        };
+        i.links = vec![link];
+        i.cgroups = vec![cg(1, MULTI)];
+        i.pins = vec![pin(
+            "ctlb/calico_connect_v4",
+            Place::Ctlb,
+            PinnedObject::Link(link),
+        )];
+        i.dirs = vec![PinDir {
+            path: "/b/ctlb".into(),
+            rel: "ctlb".into(),
+            entries: 1,
+        }];
+        let names = BTreeMap::from([(1, "calico_connect_v4".to_string())]);
+        let steps = build(&i, &names);
+        assert_eq!(
+            tags(&steps),
+            [
+                t("detach-link 5", "cgroup /cg connect4 (link 5)"),
+                t("unpin", "/b/ctlb/calico_connect_v4"),
+                t("rmdir", "/b/ctlb"),
+            ]
+        );
+        assert_eq!(steps[0].name, "calico_connect_v4", "BTF name shown");
+        assert_eq!(steps[1].objects, [ObjId::Link(5), ObjId::Prog(1)]);
+    }
+
+    #[test]
+    fn directories_go_only_when_emptied_deepest_first() {
+        let mut i = inv(&[]);
+        i.pins = vec![
+            pin(
+                "tc/globals/old_jumps/a/x",
+                Place::OldJumps,
+                map(1, "cali_jump2"),
+            ),
+            pin(
+                "tc/eth0_igr/cali_jump",
+                Place::IfaceDir,
+                map(2, "cali_jump"),
+            ),
+            pin("tc/eth0_igr/other", Place::IfaceDir, map(3, "other")),
+            pin(
+                "tc/eth1_igr/cali_v4_x",
+                Place::IfaceDir,
+                map(4, "cali_v4_x"),
+            ),
+        ];
+        i.dirs = vec![
+            PinDir {
+                path: "/b/tc/globals/old_jumps".into(),
+                rel: "tc/globals/old_jumps".into(),
+                entries: 1,
+            },
+            PinDir {
+                path: "/b/tc/globals/old_jumps/a".into(),
+                rel: "tc/globals/old_jumps/a".into(),
+                entries: 1,
+            },
+            PinDir {
+                path: "/b/tc/eth0_igr".into(),
+                rel: "tc/eth0_igr".into(),
+                entries: 2,
+            },
+            PinDir {
+                path: "/b/tc/eth1_igr".into(),
+                rel: "tc/eth1_igr".into(),
+                entries: 1,
+            },
+            PinDir {
+                path: "/b/ctlb".into(),
+                rel: "ctlb".into(),
+                entries: 0,
+            },
+        ];
+        // eth0_igr holds a foreign map, so it stays; eth1_igr has no jump/counters marker, so
+        // nothing in it is Calico's; an already empty ctlb/ goes.
+        assert_eq!(
+            tags(&build(&i, &BTreeMap::new())),
+            [
+                t("unpin", "/b/tc/globals/old_jumps/a/x"),
+                t("unpin", "/b/tc/eth0_igr/cali_jump"),
+                t("rmdir", "/b/tc/globals/old_jumps/a"),
+                t("rmdir", "/b/tc/globals/old_jumps"),
+                t("rmdir", "/b/ctlb"),
+            ]
+        );
+    }
+
+    #[test]
+    fn network_objects() {
+        let mut i = inv(&[
+            (1, CLS, "cali_tc_preambl"),
+            (2, CLS, "cil_from_contai"),
+            (3, XDP, "cali_xdp_preamb"),
+            (4, XDP, "prefilter"),
+            (5, CLS, "calico_from_hos"),
+        ]);
+        let filter = |prog_id| Filter {
+            ifindex: 2,
+            parent: PARENT_EGRESS,
+            handle: 1,
+            info: (1 << 16) | 0x0300,
+            chain: 0,
+            kind: "bpf".into(),
+            prog_id,
+        };
+        i.filters = vec![filter(Some(1)), filter(Some(2)), filter(None)];
+        i.netifs = vec![
+            NetIf {
+                ifindex: 2,
+                name: "cali1".into(),
+                kind: Some("veth".into()),
+                xdp: vec![(XdpMode::Generic, 3), (XdpMode::Driver, 4)],
+            },
+            NetIf {
+                ifindex: 3,
+                name: "eth0".into(),
+                kind: None,
+                xdp: vec![(XdpMode::Driver, 3)],
+            },
+            NetIf {
+                ifindex: 4,
+                name: "bpfin.cali".into(),
+                kind: Some("veth".into()),
+                xdp: vec![],
+            },
+            NetIf {
+                ifindex: 5,
+                name: "vxlan.calico".into(),
+                kind: Some("vxlan".into()),
+                xdp: vec![],
+            },
+        ];
+        i.links = vec![LinkInfo {
+            id: 8,
+            prog_id: 3,
+            target: LinkTarget::Xdp { ifindex: 3 },
+        }];
+        i.hooks = vec![
+            HookAttachment {
+                ifindex: 2,
+                ifname: "cali1".into(),
+                attach_type: ATTACH_TCX_INGRESS,
+                prog_id: 5,
+                link_id: None,
+            },
+            HookAttachment {
+                ifindex: 3,
+                ifname: "eth0".into(),
+                attach_type: ATTACH_TCX_INGRESS,
+                prog_id: 1,
+                link_id: Some(6),
+            },
+            HookAttachment {
+                ifindex: 3,
+                ifname: "eth0".into(),
+                attach_type: ATTACH_TCX_INGRESS,
+                prog_id: 2,
+                link_id: Some(7),
+            },
+        ];
+        assert_eq!(
+            tags(&build(&i, &BTreeMap::new())),
+            [
+                t(
+                    "delete-filter",
+                    "cali1 egress pref 1 handle 0x1 protocol 0x0003"
+                ),
+                t("detach-hook", "cali1 tcx ingress"),
+                t("detach-link 6", "eth0 tcx ingress (link 6)"),
+                t("detach-xdp Generic", "cali1 xdp (generic)"),
+                t("detach-link 8", "eth0 xdp (driver) (link 8)"),
+                t("delete-device", "this network namespace"),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_inventory_empty_plan() {
+        assert!(build(&Inventory::default(), &BTreeMap::new()).is_empty());
+    }
+}

@@ -1,6 +1,7 @@
 //! bpffs pins: every family Calico leaves, and the never-touch list.
 
 mod common;
+use calico_bpf_testkit::progs;
 use common::*;
 use plant::{CONNECT4, MULTI};
 use progs::{SCHED_CLS, SOCK_ADDR};

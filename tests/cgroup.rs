@@ -2,6 +2,7 @@
 //! other tools' programs on the same hooks.
 
 mod common;
+use calico_bpf_testkit::progs;
 use common::*;
 use plant::{CONNECT4, CONNECT6, CTLB, CTLB_LEGACY, MULTI, RECVMSG4, SENDMSG4};
 use progs::{CGROUP_DEVICE, CGROUP_SKB, SOCK_ADDR};

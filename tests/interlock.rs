@@ -1,6 +1,7 @@
 //! The live-dataplane interlock: a process holding a Calico object means eBPF is alive.
 
 mod common;
+use calico_bpf_testkit::progs;
 use common::*;
 use plant::CONNECT6;
 use progs::SOCK_ADDR;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
-pub use calico_bpf_testkit::{plant, progs, Sandbox, Snapshot};
+pub use calico_bpf_testkit::{plant, Sandbox, Snapshot};
 
 pub const GUARD: &str = env!("CARGO_BIN_EXE_calico-bpf-guard");
 
