@@ -16,9 +16,10 @@ build:
 release:
 	$(CARGO) build --release --workspace
 
-# The README's test command: every unit and privileged integration test.
+# The README's test command: every unit and privileged integration test, with fault
+# injection compiled into the binary under test (inert unless FAILPOINTS is set).
 test: deps
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace --features failpoints --no-fail-fast
 
 unit:
 	$(CARGO) test --lib

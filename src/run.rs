@@ -171,7 +171,11 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             }
         }
     }
-    report.decision = format!("swept ({why})");
+    report.decision = if steps.is_empty() {
+        format!("clean, nothing to remove ({why})")
+    } else {
+        format!("swept ({why})")
+    };
     report.summarize();
     report.log();
     emit(&mut report, opts.json);
