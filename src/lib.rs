@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod kernel;
 pub mod logging;
 pub mod mode;
+pub mod notes;
 pub mod ownership;
 pub mod plan;
 pub mod report;

@@ -59,6 +59,8 @@ pub struct Report {
     pub objects: Vec<Row>,
     pub holders: Vec<Holder>,
     pub warnings: Vec<String>,
+    /// What eBPF mode changed that the guard reports but does not change.
+    pub notes: Vec<String>,
     pub summary: Summary,
 }
 
@@ -152,6 +154,9 @@ impl Report {
                 out += &line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
                 out += &format!("    why: {}\n", row.why);
             }
+        }
+        for n in &self.notes {
+            out += &format!("note: {n}\n");
         }
         out += &self.summary_line();
         out.push('\n');

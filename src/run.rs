@@ -14,6 +14,7 @@ use crate::inventory::{self, Inventory, Roots};
 use crate::kernel::fs::lock_exclusive;
 use crate::logging::{self, Level};
 use crate::mode::{self, Dataplane, Mode};
+use crate::notes;
 use crate::plan::{self, Step};
 use crate::report::{Report, Row};
 
@@ -62,6 +63,7 @@ fn new_report(command: &'static str, s: &Settings, mode: Option<Mode>) -> Report
         objects: Vec::new(),
         holders: Vec::new(),
         warnings: Vec::new(),
+        notes: Vec::new(),
         summary: Default::default(),
     }
 }
@@ -109,11 +111,10 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     for w in &inv.warnings {
         logging::log(Level::Warning, w);
     }
-    report.holders = if steps.is_empty() {
-        Vec::new()
-    } else {
-        interlock::holders(&steps)?
-    };
+    if !steps.is_empty() {
+        report.holders = interlock::holders(&steps)?;
+        report.notes = notes::notes(&notes::gather());
+    }
 
     let refused = !report.holders.is_empty() && !opts.force;
     if opts.dry_run || refused {
@@ -206,6 +207,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
     report.warnings = inv.warnings;
     report.objects = steps.iter().map(|st| Row::new(st, None)).collect();
     if !steps.is_empty() {
+        report.notes = notes::notes(&notes::gather());
         match interlock::holders(&steps) {
             Ok(h) => report.holders = h,
             Err(e) => {
