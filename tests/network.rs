@@ -141,3 +141,42 @@ fn foreign_filters_and_qdisc_stay_on_a_calico_interface() {
         .unwrap();
     assert!(qdiscs.contains("clsact"), "{qdiscs}");
 }
+
+/// This kernel may lack netkit (CONFIG_NETKIT); the netkit pin family is still Calico's place,
+/// so a Calico link pinned there is detached and unpinned, a foreign one stays.
+#[test]
+fn netkit_pin_family() {
+    let Some(sb) = sandbox("net-netkit-pins") else {
+        return;
+    };
+    let nk = sb.bpffs.path.join("netkit");
+    sb.netns()
+        .enter(|| {
+            sb_batch("link add calink0 type veth peer name calink0p\n")?;
+            plant::tcx_link(
+                "calink0",
+                TCX_INGRESS,
+                "cali_tc_preambl",
+                Some(&nk.join("calink0_primary")),
+            )?;
+            plant::tcx_link(
+                "calink0",
+                TCX_EGRESS,
+                "cil_to_netdev",
+                Some(&nk.join("calink0_peer")),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+    guard_ok(&sb, &["sweep"], 0);
+    assert_removed_exactly(
+        &before,
+        &sb.snapshot(),
+        &[
+            "tcx calink0 ingress cali_tc_preambl link",
+            "pin netkit/calink0_primary",
+        ],
+    );
+}
