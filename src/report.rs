@@ -81,7 +81,7 @@ impl Report {
 
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
-        if self.dry_run || s.planned > 0 {
+        if self.command == "check" || self.dry_run || s.planned > 0 {
             return format!("{}: {} Calico object(s) found", self.decision, s.planned);
         }
         format!(
