@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmark the guard at node scale (issue 5): sandbox nodes with 100 and 1,000 Calico
+# interfaces, each measured with the guard's sweep, the manual bpftool/tc procedure and the
+# kernel floor, plus a no-op sweep against /bin/true. Prints a Markdown table and writes it to
+# bench/results.md. Needs root. About 10 minutes on 2 cores: the manual procedure starts one
+# process per object, and every tcx attach and detach waits for an RCU grace period.
+# Options go to calico-bpf-bench (see `target/release/calico-bpf-bench --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (it mounts bpffs and creates cgroups and network namespaces)" >&2; exit 1; }
+scripts/install-deps.sh bench
+cargo build --release --workspace --quiet
+
+# Sandboxes are named cbg-<tag>-<pid>-<n> after the process that made them. The bench removes
+# its own on every path it can see; this catches the ones it cannot (SIGKILL, an abort), from
+# this run or an earlier one, and only those whose process is gone.
+gone() { local pid=${1#cbg-*-}; pid=${pid%%-*}; ! kill -0 "$pid" 2>/dev/null; }
+cleanup() {
+  local ns m d cg
+  for ns in $(ip netns list | awk '$1 ~ /^cbg-(bench|bpods)-[0-9]+-[0-9]+$/ { print $1 }'); do
+    gone "$ns" && ip netns del "$ns"
+  done
+  for cg in $(awk '$3 == "cgroup2" { print $2 }' /proc/mounts); do
+    for d in "$cg"/cbg-bench-*; do
+      [ -d "$d" ] && gone "$(basename "$d")" && rmdir "$d"
+    done
+  done
+  for m in $(awk '$3 == "bpf" && $2 ~ /\/cbg-bench-[0-9]+-[0-9]+\/bpffs$/ { print $2 }' /proc/mounts); do
+    gone "$(basename "$(dirname "$m")")" && umount -l "$m"
+  done
+  for d in "${TMPDIR:-/tmp}"/cbg-bench-*; do
+    [ -d "$d" ] && gone "$(basename "$d")" && ! grep -q " $d/" /proc/mounts && rm -rf "$d"
+  done
+  return 0
+}
+trap cleanup EXIT
+cleanup
+
+target/release/calico-bpf-bench --guard target/release/calico-bpf-guard --out bench/results.md "$@"
