@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# What the .deb installs and what its maintainer scripts do: the files both packages promise,
+# the configuration as a conffile, and a unit that is enabled but never started, stopped or
+# restarted by dpkg.
+# Usage: packaging/check-deb.sh DEB
+set -euo pipefail
+deb=${1:?usage: $0 DEB}
+root=$(cd "$(dirname "$0")/.." && pwd)
+ctl=$(mktemp -d)
+trap 'rm -rf "$ctl"' EXIT
+dpkg-deb -e "$deb" "$ctl/DEBIAN"
+dpkg-deb -x "$deb" "$ctl/root"
+
+fail=0
+bad() { echo "not ok: $*" >&2; fail=1; }
+
+for f in usr/sbin/calico-bpf-guard \
+         lib/systemd/system/calico-bpf-guard.service \
+         lib/systemd/system-preset/50-calico-bpf-guard.preset \
+         etc/calico-bpf-guard/config.toml \
+         usr/share/man/man8/calico-bpf-guard.8.gz \
+         usr/share/doc/calico-bpf-guard/examples/fail-closed.conf \
+         usr/share/doc/calico-bpf-guard/kubernetes.md.gz; do
+  [ -f "$ctl/root/$f" ] || bad "missing /$f"
+done
+[ -x "$ctl/root/usr/sbin/calico-bpf-guard" ] || bad "/usr/sbin/calico-bpf-guard is not executable"
+cmp -s "$ctl/root/lib/systemd/system/calico-bpf-guard.service" "$root/systemd/calico-bpf-guard.service" ||
+  bad "the packaged unit differs from systemd/calico-bpf-guard.service"
+grep -qx /etc/calico-bpf-guard/config.toml "$ctl/DEBIAN/conffiles" || bad "config.toml is not a conffile"
+grep -q "deb-systemd-helper enable 'calico-bpf-guard.service'" "$ctl/DEBIAN/postinst" ||
+  bad "postinst does not enable the unit"
+# deb-systemd-invoke is how maintainer scripts start, stop and restart units.
+if grep -l deb-systemd-invoke "$ctl"/DEBIAN/{preinst,postinst,prerm,postrm} 2>/dev/null; then
+  bad "a maintainer script starts, stops or restarts the unit"
+fi
+# The man page renders without groff warnings.
+out=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$ctl/root/usr/share/man/man8/calico-bpf-guard.8.gz" 2>&1 >/dev/null) ||
+  bad "man failed"
+[ -z "$out" ] || bad "man page warnings: $out"
+
+[ "$fail" = 0 ] && echo "ok: files, conffile, enabled and never started by dpkg, man page"
+exit "$fail"
