@@ -462,3 +462,33 @@ fn without_cap_sys_admin_the_guard_fails_loudly() {
     }
     assert_eq!(sb.snapshot(), before);
 }
+
+/// A crash between writing the temporary file and renaming it leaves `.mode.toml.<pid>.tmp`.
+/// Early boot and containers reuse pids, so the next `mode set` often has the same pid: it must
+/// replace that leftover, not fail on it. Here the guard is pid 1 of a new pid namespace.
+#[test]
+fn mode_set_replaces_a_temporary_file_left_by_a_crash() {
+    if !calico_bpf_testkit::have_root("safe-mode-set-stale") {
+        return;
+    }
+    let sb = Sandbox::without_netns("safe-mode-set-stale", Path::new(GUARD)).unwrap();
+    let stale = sb.dir.path.join(".mode.toml.1.tmp");
+    fs::write(&stale, "dataplane = \"bp").unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--"])
+        .arg(&sb.guard_bin)
+        .arg("--config")
+        .arg(&sb.config)
+        .args(["mode", "set", "iptables"]);
+    let (out, _) = run_within(cmd, FAST);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = fs::read_to_string(&sb.mode_file).unwrap();
+    assert_eq!(
+        mode::parse(&sb.mode_file, &text).unwrap().dataplane,
+        mode::Dataplane::Iptables
+    );
+    assert!(
+        !stale.exists(),
+        "the leftover temporary file is still there"
+    );
+}
