@@ -15,7 +15,7 @@ use calico_bpf_guard::kernel::bpf::{self, IdSpace, Target};
 use calico_bpf_testkit::progs::SOCK_ADDR;
 use calico_bpf_testkit::sandbox::run;
 use common::*;
-use plant::{CALICO_HOST, CALICO_NETWORK, CONNECT4};
+use plant::{CALICO_HOST, CALICO_NETWORK, CONNECT4, CONNECT6};
 use serde_json::Value;
 
 /// Stale Calico state on the host and in the sandbox's network namespace, beside other tools'.
@@ -204,19 +204,26 @@ fn objects_that_vanish_after_the_scan_are_already_gone() {
     let Some(sb) = stale_node("fault-vanish") else {
         return;
     };
+    // A Calico program on a pod's cgroup that is removed meanwhile. (connect6: the parent's
+    // exclusive connect4 program forbids attachments below it.)
+    let pod = sb.cgroup.child("pod1").expect("a child cgroup");
+    plant::attach(&pod, SOCK_ADDR, "calico_connect_v6", CONNECT6, 0, false).expect("attaching");
     let before = sb.snapshot();
     let connect4 = prog_on(&sb, CONNECT4);
     let child = paused_sweep(&sb);
 
-    // A pin unlinked, an exclusive program detached (and so freed), a filter deleted, the
-    // device pair deleted.
+    // A pin unlinked, an exclusive program detached (and so freed), a cgroup removed, a filter
+    // deleted, XDP detached, the device pair deleted.
     fs::remove_file(sb.bpffs.path.join("tc/globals/cali_v4_ct3")).expect("unlinking a pin");
     {
         let dir = fs::File::open(&sb.cgroup.path).expect("opening the cgroup");
         let prog = bpf::fd_by_id(IdSpace::Prog, connect4).expect("the Calico program");
         bpf::prog_detach(Target::Fd(dir.as_fd()), prog.as_fd(), CONNECT4).expect("detaching");
     }
+    fs::remove_dir(&pod).expect("removing the pod cgroup");
     let ns = sb.netns();
+    ns.ip(&["link", "set", "dev", "ens-data", "xdpgeneric", "off"])
+        .expect("detaching XDP");
     ns.enter(|| {
         run(
             "tc",
@@ -245,17 +252,27 @@ fn objects_that_vanish_after_the_scan_are_already_gone() {
             "cgroup attachment".to_string(),
             format!("cgroup {} connect4 (exclusive)", sb.cgroup.path.display()),
         ),
+        (
+            "cgroup attachment".to_string(),
+            format!("cgroup {} connect6 (exclusive)", pod.display()),
+        ),
         ("device".to_string(), "this network namespace".to_string()),
         ("map pin".to_string(), pin.display().to_string()),
         (
             "tc filter".to_string(),
             "cali1a2b3c4d ingress pref 2 handle 0x1 protocol 0x0800".to_string(),
         ),
+        (
+            "xdp attachment".to_string(),
+            "ens-data xdp (generic)".to_string(),
+        ),
     ];
     assert_eq!(gone, want, "{}", show(&out));
     assert_eq!(report["summary"]["failed"], 0, "{}", show(&out));
     assert_eq!(report["summary"]["kept"], 0, "{}", show(&out));
-    assert_removed_exactly(&before, &sb.snapshot(), &all_calico());
+    let mut removed = all_calico();
+    removed.push("cgroup pod1 connect6 calico_connect_ exclusive");
+    assert_removed_exactly(&before, &sb.snapshot(), &removed);
 }
 
 /// On an exclusive slot a detach removes whatever holds it, so the guard re-checks the
