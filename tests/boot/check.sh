@@ -1,0 +1,161 @@
+#!/bin/bash
+# The boot test's checks, run by boot-test-check.service inside the booted container once kubelet
+# has started. Every check prints "ok - ..." or "not ok - ..." to the console and to
+# /var/lib/boot-test/results, which run.sh reads from the host; the script ends the container
+# with `systemctl exit 0` when all passed and `systemctl exit 1` otherwise.
+set -uo pipefail
+
+GUARD=calico-bpf-guard.service
+BPFFS=/sys/fs/bpf
+CGROUP=/sys/fs/cgroup
+TESTKIT=/usr/local/bin/calico-bpf-testkit
+MODE=/var/lib/calico-bpf-guard/mode.toml
+DEB=/var/cache/boot-test/calico-bpf-guard.deb
+FAIL_CLOSED=/etc/systemd/system/kubelet.service.d/50-calico-bpf-guard-fail-closed.conf
+ARGS_DROPIN=/etc/systemd/system/calico-bpf-guard.service.d/50-boot-test-args.conf
+
+results=/var/lib/boot-test/results
+mkdir -p "${results%/*}"
+: >"$results"
+pass=0
+fail=0
+
+say() { echo "$*" | tee -a "$results"; }
+ok() { pass=$((pass + 1)); say "ok - $*"; }
+not_ok() { fail=$((fail + 1)); say "not ok - $*"; }
+# check DESCRIPTION COMMAND...: one check; it passes when COMMAND succeeds.
+check() {
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+
+finish() {
+  say "$pass passed, $fail failed"
+  if [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]; then systemctl exit 0; else systemctl exit 1; fi
+}
+trap finish EXIT
+
+prop() { systemctl show -P "$2" "$1"; }
+fails() { ! "$@"; }
+# journal_has UNIT REGEX: the unit's journal of this boot has a matching line.
+journal_has() { journalctl -b -u "$1" -o cat | grep -Eq "$2"; }
+
+# The unit's last run ended with exit status 0 and the unit is active (exited).
+guard_succeeded() {
+  [ "$(prop $GUARD Result)" = success ] && [ "$(prop $GUARD ExecMainStatus)" = 0 ] &&
+    [ "$(prop $GUARD ActiveState)" = active ]
+}
+
+# The guard's last run exited before kubelet's main process started, by systemd's monotonic
+# clock.
+guard_before_kubelet() {
+  local exited started
+  exited=$(prop $GUARD ExecMainExitTimestampMonotonic)
+  started=$(prop kubelet.service ExecMainStartTimestampMonotonic)
+  say "    guard exited at ${exited} us, kubelet started at ${started} us (monotonic)"
+  [ "$exited" -gt 0 ] && [ "$started" -gt "$exited" ]
+}
+
+verify() {
+  local out rc
+  out=$("$TESTKIT" verify --bpffs $BPFFS --cgroup $CGROUP --expect "$1" 2>&1)
+  rc=$?
+  [ $rc -eq 0 ] || say "$(sed 's/^/    /' <<<"$out")"
+  return $rc
+}
+
+# Plant the same stale state again. Other tools' objects stay through a sweep by design, so
+# clear them first: the test kit plants the whole set, foreign objects included.
+replant() {
+  ip link del cali-boot0 2>/dev/null
+  find $BPFFS -mindepth 1 -maxdepth 1 ! -name maps.debug ! -name progs.debug -exec rm -rf {} +
+  "$TESTKIT" plant --bpffs $BPFFS --cgroup $CGROUP >/dev/null && verify planted
+}
+
+restart() { systemctl restart "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"; }
+
+say "# at boot"
+check "the plant unit ran" [ "$(prop calico-bpf-testkit-plant.service Result)" = success ]
+check "the guard started after the plant finished" [ \
+  "$(prop $GUARD ExecMainStartTimestampMonotonic)" -gt \
+  "$(prop calico-bpf-testkit-plant.service ExecMainExitTimestampMonotonic)" ]
+check "the guard ran at boot and succeeded" guard_succeeded
+check "the guard finished before kubelet started" guard_before_kubelet
+check "Calico state is gone, foreign state stays" verify swept
+check "the guard sent its summary as STATUS=" grep -Eq ': [1-9][0-9]* removed, ' <<<"$(prop $GUARD StatusText)"
+check "the guard logged removed objects" journal_has $GUARD '^removed: '
+check "check exits 0 on the swept node" calico-bpf-guard check
+check "the packaged unit is enabled" [ "$(systemctl is-enabled $GUARD)" = enabled ]
+check "systemd-analyze verify prints nothing for the installed unit" \
+  [ -z "$(systemd-analyze verify --man=no $GUARD 2>&1)" ]
+say "    guard run time at boot: $(($(prop $GUARD ExecMainExitTimestampMonotonic) - \
+  $(prop $GUARD ExecMainStartTimestampMonotonic))) us"
+
+say "# kubelet restart"
+check "re-planted" replant
+before=$(prop $GUARD InvocationID)
+check "systemctl restart kubelet succeeds" restart kubelet.service
+check "the guard ran again" [ "$(prop $GUARD InvocationID)" != "$before" ]
+check "the guard succeeded" guard_succeeded
+check "the guard finished before kubelet started again" guard_before_kubelet
+check "Calico state is gone again, foreign state stays" verify swept
+
+say "# live-dataplane interlock under the unit's sandbox"
+check "re-planted" replant
+pin=$(find $BPFFS/ctlb -type f | head -n1)
+holder="bpf-holder@$(systemd-escape --path "$pin").service"
+check "a full-capability process holds $pin open" systemctl start "$holder"
+check "the guard refuses: restart fails" fails restart $GUARD
+check "the guard exited 1" [ "$(prop $GUARD ExecMainStatus)" = 1 ]
+check "the guard named the holder" \
+  journal_has $GUARD "live eBPF dataplane: pid $(prop "$holder" MainPID) "
+check "nothing was removed" verify planted
+systemctl stop "$holder"
+check "with the holder gone the guard sweeps" restart $GUARD
+check "Calico state is gone, foreign state stays" verify swept
+
+say "# options through CALICO_BPF_GUARD_ARGS"
+check "re-planted" replant
+mkdir -p "${ARGS_DROPIN%/*}"
+printf '[Service]\nEnvironment=CALICO_BPF_GUARD_ARGS=--dry-run\n' >"$ARGS_DROPIN"
+systemctl daemon-reload
+check "a --dry-run drop-in: the guard succeeds" restart $GUARD
+check "a --dry-run drop-in: nothing was removed" verify planted
+rm -f "$ARGS_DROPIN"
+systemctl daemon-reload
+check "without the drop-in the guard sweeps" restart $GUARD
+check "Calico state is gone" verify swept
+
+say "# fail-open by default, fail-closed with the shipped drop-in"
+printf 'dataplane = "ebpf-maybe"\n' >"$MODE"
+check "a broken mode file: systemctl restart kubelet still succeeds" restart kubelet.service
+check "kubelet runs" [ "$(prop kubelet.service ActiveState)" = active ]
+check "the guard failed with exit status 78" [ \
+  "$(prop $GUARD Result)/$(prop $GUARD ExecMainStatus)" = exit-code/78 ]
+install -D -m 0644 /usr/share/doc/calico-bpf-guard/examples/fail-closed.conf "$FAIL_CLOSED"
+systemctl daemon-reload
+check "fail-closed: systemctl restart kubelet fails" fails restart kubelet.service
+check "fail-closed: kubelet is not running" [ "$(prop kubelet.service ActiveState)" != active ]
+calico-bpf-guard mode set iptables --source "boot test" >/dev/null
+check "fail-closed, mode file fixed: kubelet starts" restart kubelet.service
+check "the guard succeeded" guard_succeeded
+check "the guard finished before kubelet started" guard_before_kubelet
+rm -f "$FAIL_CLOSED"
+systemctl daemon-reload
+
+say "# package upgrade and installation on a running node"
+before=$(prop $GUARD InvocationID)
+check "dpkg -i over the installed package (upgrade path) succeeds" \
+  dpkg -i "$DEB" >/dev/null
+check "the upgrade did not restart the guard" [ "$(prop $GUARD InvocationID)" = "$before" ]
+check "purge succeeds" dpkg --purge calico-bpf-guard >/dev/null
+check "install succeeds" dpkg -i "$DEB" >/dev/null
+check "the installation did not start the guard" [ "$(prop $GUARD InvocationID)" = "$before" ]
+check "the installation enabled the unit" [ "$(systemctl is-enabled $GUARD)" = enabled ]
+check "re-planted" replant
+check "systemctl restart kubelet runs the freshly installed guard" restart kubelet.service
+check "the guard ran" [ "$(prop $GUARD InvocationID)" != "$before" ]
+check "the guard succeeded" guard_succeeded
+check "the guard finished before kubelet started" guard_before_kubelet
+check "Calico state is gone, foreign state stays" verify swept

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# make boot-test: boot a Debian 12 rootfs with systemd as PID 1 in systemd-nspawn, the built .deb
+# installed, stale Calico state planted before the guard, a kubelet stand-in, and check.sh after
+# kubelet. The container's exit status (check.sh's `systemctl exit`) is the result.
+#
+# Needs root, mmdebstrap and systemd-nspawn (scripts/install-deps.sh package), the .deb in
+# target/packages/ and target/release/calico-bpf-testkit (make boot-test builds both).
+#
+# The base rootfs is cached in target/boot-cache/, keyed by everything that goes into it; a
+# cached run takes seconds. Every mount, cgroup and temporary directory is removed on exit.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+
+suite=bookworm
+mirrors=("deb http://deb.debian.org/debian $suite main"
+         "deb http://deb.debian.org/debian-security $suite-security main")
+# systemd to boot; libelf1 and zlib1g for the test kit; iproute2 because the test kit plants its
+# interface with ip(8); perl-base (in minbase) runs bpf-holder.pl.
+packages=systemd,libelf1,zlib1g,iproute2
+boot_timeout=${BOOT_TIMEOUT:-300}
+
+[ "$(id -u)" = 0 ] || { echo "boot test: needs root" >&2; exit 1; }
+for tool in mmdebstrap systemd-nspawn; do
+  command -v "$tool" >/dev/null || { echo "boot test: $tool missing (scripts/install-deps.sh package)" >&2; exit 1; }
+done
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+deb=$(ls target/packages/calico-bpf-guard_"$version"_*.deb 2>/dev/null | head -n1)
+testkit=target/release/calico-bpf-testkit
+[ -n "$deb" ] || { echo "boot test: no target/packages/calico-bpf-guard_${version}_*.deb (make deb)" >&2; exit 1; }
+[ -x "$testkit" ] || { echo "boot test: no $testkit (cargo build --release -p calico-bpf-testkit)" >&2; exit 1; }
+
+start=$(date +%s)
+
+# --- base rootfs, cached -----------------------------------------------------------------------
+mmdebstrap_args=(--variant=minbase --include="$packages" "$suite")
+key=$(printf '%s\n' "${mmdebstrap_args[@]}" "${mirrors[@]}" | sha256sum | cut -c1-16)
+cache=target/boot-cache/rootfs-$key.tar
+if [ ! -f "$cache" ]; then
+  echo "boot test: building the Debian $suite rootfs ($packages) into $cache"
+  mkdir -p target/boot-cache
+  rm -rf "$cache.part"
+  mmdebstrap --quiet --format=tar "${mmdebstrap_args[@]}" "$cache.part" "${mirrors[@]}"
+  # Only one base rootfs is worth keeping.
+  find target/boot-cache -name 'rootfs-*.tar' ! -name "rootfs-$key.tar" -delete
+  mv "$cache.part" "$cache"
+fi
+
+# --- cleanup -------------------------------------------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/calico-bpf-guard-boot.XXXXXX")
+machine=cbg-boot-$$
+cg2=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
+cg=${cg2:+$cg2/calico-bpf-guard-boot-$$}
+cleanup() {
+  set +e
+  if [ -n "$cg" ] && [ -d "$cg" ]; then
+    [ -e "$cg/cgroup.kill" ] && echo 1 >"$cg/cgroup.kill"
+    for _ in $(seq 50); do [ -z "$(cat "$cg"/cgroup.procs "$cg"/*/cgroup.procs 2>/dev/null)" ] && break; sleep 0.1; done
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+  fi
+  mountpoint -q "$tmp/bpffs" && umount "$tmp/bpffs"
+  # nspawn leaves its mount-propagation directory behind when /run is not a tmpfs.
+  rm -rf "/run/systemd/nspawn/propagate/$machine"
+  rm -rf --one-file-system "$tmp"
+}
+trap cleanup EXIT
+
+# --- the node: rootfs, package, test units --------------------------------------------------------
+root=$tmp/root
+mkdir -p "$root"
+tar --numeric-owner -xpf "$cache" -C "$root"
+
+install -D -m 0644 "$deb" "$root/var/cache/boot-test/calico-bpf-guard.deb"
+# Installed the way a node image installs it; no systemd runs in the chroot, so the postinst
+# enables the unit and starts nothing.
+chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard.deb >/dev/null
+for link in multi-user.target.wants kubelet.service.wants; do
+  [ -L "$root/etc/systemd/system/$link/calico-bpf-guard.service" ] ||
+    { echo "boot test: the package did not enable the unit ($link)" >&2; exit 1; }
+done
+chroot "$root" calico-bpf-guard mode set iptables --source "boot test" >/dev/null
+
+install -D -m 0755 "$testkit" "$root/usr/local/bin/calico-bpf-testkit"
+install -D -m 0755 "$here/check.sh" "$root/usr/local/lib/boot-test/check.sh"
+install -D -m 0755 "$here/bpf-holder.pl" "$root/usr/local/lib/boot-test/bpf-holder.pl"
+install -m 0644 "$here"/units/*.service "$root/etc/systemd/system/"
+systemctl --root="$root" --quiet enable calico-bpf-testkit-plant.service kubelet.service boot-test-check.service
+# Keep the journal in the rootfs so a failure can be read from here.
+mkdir -p "$root/var/log/journal"
+
+# --- boot -----------------------------------------------------------------------------------------
+# A fresh bpffs instance for the container, so nothing planted touches the host's /sys/fs/bpf.
+mkdir "$tmp/bpffs"
+mount -t bpf bpf "$tmp/bpffs"
+
+# nspawn runs in a cgroup of our own: with --keep-unit and no systemd on the host it would
+# otherwise create its payload/ and supervisor/ cgroups at the host's cgroup2 root and leave them.
+# The container's cgroup namespace starts at payload/, so what the test kit attaches to "the
+# root cgroup" lands there, never on the host's root cgroup.
+[ -n "$cg" ] || { echo "boot test: no cgroup2 mount on the host" >&2; exit 1; }
+mkdir "$cg"
+
+console=$tmp/console.log
+echo "boot test: booting $(basename "$deb") in systemd-nspawn (timeout ${boot_timeout}s)"
+set +e
+(
+  echo "$BASHPID" >"$cg/cgroup.procs"
+  # SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1: the container gets a cgroup v2 /sys/fs/cgroup even on a
+  # host with the hybrid layout (cgroup2 at /sys/fs/cgroup/unified), as nodes with Calico's eBPF
+  # dataplane have. bpf and perf_event_open are outside nspawn's default seccomp filter;
+  # CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN are outside its default capability set.
+  # --register=no --keep-unit: the host has no systemd to register with.
+  SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 TERM=dumb exec timeout --kill-after=15 "$boot_timeout" \
+    systemd-nspawn --quiet --boot --directory="$root" --machine="$machine" \
+      --register=no --keep-unit --link-journal=no --private-network \
+      --bind="$tmp/bpffs:/sys/fs/bpf" \
+      --system-call-filter='bpf perf_event_open' \
+      --capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN \
+      --console=read-only
+) </dev/null >"$console" 2>&1
+status=$?
+set -e
+
+results=$root/var/lib/boot-test/results
+[ -f "$results" ] && cat "$results"
+summary=$(tail -n1 "$results" 2>/dev/null || true)
+elapsed=$(($(date +%s) - start))
+
+if [ "$status" -ne 0 ] || ! grep -Eq '^[1-9][0-9]* passed, 0 failed$' <<<"$summary"; then
+  case $status in
+    124|137) why="the boot timed out after ${boot_timeout}s" ;;
+    *) why="the container exited $status" ;;
+  esac
+  echo "boot test: FAILED: $why (${elapsed}s)"
+  echo "--- console (last 60 lines)"
+  tail -n 60 "$console"
+  for unit in calico-bpf-testkit-plant.service:20 calico-bpf-guard.service:40 kubelet.service:10; do
+    echo "--- journal of ${unit%:*} (last ${unit#*:} lines)"
+    journalctl --directory="$root/var/log/journal" --no-pager -o short-monotonic -u "${unit%:*}" \
+      2>/dev/null | tail -n "${unit#*:}"
+  done
+  [ -n "$summary" ] || echo "0 passed, 1 failed"
+  exit 1
+fi
+echo "boot test: passed in ${elapsed}s"
