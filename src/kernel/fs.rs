@@ -82,12 +82,14 @@ pub fn lock_exclusive(path: &Path, wait: Duration) -> io::Result<Option<Lock>> {
         fs::create_dir_all(dir)?;
     }
     let deadline = Instant::now() + wait;
+    // O_NONBLOCK: a FIFO at the lock path fails at once (ENXIO) instead of blocking the open
+    // until a reader comes, which at boot is never. flock itself is unaffected.
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
