@@ -492,3 +492,24 @@ fn mode_set_replaces_a_temporary_file_left_by_a_crash() {
         "the leftover temporary file is still there"
     );
 }
+
+/// Whatever sits at the lock path, the guard answers at once: a FIFO there (no reader) would
+/// block a plain open(2) for ever and stall the boot before kubelet.
+#[test]
+fn a_fifo_at_the_lock_path_does_not_hang_the_guard() {
+    let Some(sb) = stale_host("safe-lock-fifo") else {
+        return;
+    };
+    let lock = sb.dir.path.join("guard.lock");
+    nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let before = sb.snapshot();
+    let (out, took) = run_within(guard_cmd(&sb, &["sweep"]), FAST);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("taking the lock {}", lock.display())),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(sb.snapshot(), before);
+}
