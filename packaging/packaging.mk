@@ -14,6 +14,6 @@ rpm:
 packages: deb rpm
 
 # The boot test plants state with the test kit, so it needs that binary next to the package.
-boot-test: deb
+boot-test: deb rpm
 	$(CARGO) build --release --locked -p calico-bpf-testkit
 	tests/boot/run.sh

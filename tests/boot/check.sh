@@ -38,6 +38,7 @@ trap finish EXIT
 
 prop() { systemctl show -P "$2" "$1"; }
 fails() { ! "$@"; }
+quiet() { "$@" >/dev/null; }
 # journal_has UNIT REGEX: the unit's journal of this boot has a matching line.
 journal_has() { journalctl -b -u "$1" -o cat | grep -Eq "$2"; }
 
@@ -70,7 +71,7 @@ verify() {
 replant() {
   ip link del cali-boot0 2>/dev/null
   find $BPFFS -mindepth 1 -maxdepth 1 ! -name maps.debug ! -name progs.debug -exec rm -rf {} +
-  "$TESTKIT" plant --bpffs $BPFFS --cgroup $CGROUP >/dev/null && verify planted
+  quiet "$TESTKIT" plant --bpffs $BPFFS --cgroup $CGROUP && verify planted
 }
 
 restart() { systemctl restart "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"; }
@@ -146,11 +147,10 @@ systemctl daemon-reload
 
 say "# package upgrade and installation on a running node"
 before=$(prop $GUARD InvocationID)
-check "dpkg -i over the installed package (upgrade path) succeeds" \
-  dpkg -i "$DEB" >/dev/null
+check "dpkg -i over the installed package (upgrade path) succeeds" quiet dpkg -i "$DEB"
 check "the upgrade did not restart the guard" [ "$(prop $GUARD InvocationID)" = "$before" ]
-check "purge succeeds" dpkg --purge calico-bpf-guard >/dev/null
-check "install succeeds" dpkg -i "$DEB" >/dev/null
+check "purge succeeds" quiet dpkg --purge calico-bpf-guard
+check "install succeeds" quiet dpkg -i "$DEB"
 check "the installation did not start the guard" [ "$(prop $GUARD InvocationID)" = "$before" ]
 check "the installation enabled the unit" [ "$(systemctl is-enabled $GUARD)" = enabled ]
 check "re-planted" replant

@@ -3,8 +3,12 @@
 # installed, stale Calico state planted before the guard, a kubelet stand-in, and check.sh after
 # kubelet. The container's exit status (check.sh's `systemctl exit`) is the result.
 #
-# Needs root, mmdebstrap and systemd-nspawn (scripts/install-deps.sh package), the .deb in
-# target/packages/ and target/release/calico-bpf-testkit (make boot-test builds both).
+# Before the boot, on the host: the .deb enabled the unit when installed into the rootfs, and the
+# .rpm's scriptlets enable it through the preset (and disable it on erase) in a copy of the
+# rootfs set up like an RPM distribution, where units are disabled unless a preset says otherwise.
+#
+# Needs root, mmdebstrap, systemd-nspawn and rpm (scripts/install-deps.sh package), the .deb and
+# .rpm in target/packages/ and target/release/calico-bpf-testkit (make boot-test builds them).
 #
 # The base rootfs is cached in target/boot-cache/, keyed by everything that goes into it; a
 # cached run takes seconds. Every mount, cgroup and temporary directory is removed on exit.
@@ -22,16 +26,28 @@ packages=systemd,libelf1,zlib1g,iproute2
 boot_timeout=${BOOT_TIMEOUT:-300}
 
 [ "$(id -u)" = 0 ] || { echo "boot test: needs root" >&2; exit 1; }
-for tool in mmdebstrap systemd-nspawn; do
+for tool in mmdebstrap systemd-nspawn rpm; do
   command -v "$tool" >/dev/null || { echo "boot test: $tool missing (scripts/install-deps.sh package)" >&2; exit 1; }
 done
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 deb=$(ls target/packages/calico-bpf-guard_"$version"_*.deb 2>/dev/null | head -n1)
+rpm=$(ls target/packages/calico-bpf-guard-"$version"-*.rpm 2>/dev/null | head -n1)
 testkit=target/release/calico-bpf-testkit
 [ -n "$deb" ] || { echo "boot test: no target/packages/calico-bpf-guard_${version}_*.deb (make deb)" >&2; exit 1; }
+[ -n "$rpm" ] || { echo "boot test: no target/packages/calico-bpf-guard-${version}-*.rpm (make rpm)" >&2; exit 1; }
 [ -x "$testkit" ] || { echo "boot test: no $testkit (cargo build --release -p calico-bpf-testkit)" >&2; exit 1; }
 
 start=$(date +%s)
+pass=0
+fail=0
+fails() { ! "$@"; }
+quiet() { "$@" >/dev/null; }
+# hcheck DESCRIPTION COMMAND...: a check on the host side, counted with the container's.
+hcheck() {
+  local what=$1
+  shift
+  if "$@"; then pass=$((pass + 1)); echo "ok - $what"; else fail=$((fail + 1)); echo "not ok - $what"; fi
+}
 
 # --- base rootfs, cached -----------------------------------------------------------------------
 mmdebstrap_args=(--variant=minbase --include="$packages" "$suite")
@@ -56,7 +72,7 @@ cleanup() {
   set +e
   if [ -n "$cg" ] && [ -d "$cg" ]; then
     [ -e "$cg/cgroup.kill" ] && echo 1 >"$cg/cgroup.kill"
-    for _ in $(seq 50); do [ -z "$(cat "$cg"/cgroup.procs "$cg"/*/cgroup.procs 2>/dev/null)" ] && break; sleep 0.1; done
+    for _ in $(seq 50); do grep -q '^populated 0$' "$cg/cgroup.events" && break; sleep 0.1; done
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
   fi
   mountpoint -q "$tmp/bpffs" && umount "$tmp/bpffs"
@@ -74,11 +90,31 @@ tar --numeric-owner -xpf "$cache" -C "$root"
 install -D -m 0644 "$deb" "$root/var/cache/boot-test/calico-bpf-guard.deb"
 # Installed the way a node image installs it; no systemd runs in the chroot, so the postinst
 # enables the unit and starts nothing.
-chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard.deb >/dev/null
-for link in multi-user.target.wants kubelet.service.wants; do
-  [ -L "$root/etc/systemd/system/$link/calico-bpf-guard.service" ] ||
-    { echo "boot test: the package did not enable the unit ($link)" >&2; exit 1; }
+echo "# packages"
+hcheck "deb: installs into the rootfs" quiet chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard.deb
+for wants in multi-user.target.wants kubelet.service.wants; do
+  hcheck "deb: enabled the unit ($wants)" test -L "$root/etc/systemd/system/$wants/calico-bpf-guard.service"
 done
+
+# The .rpm in a copy of the rootfs made to look like an RPM distribution: a last preset that
+# disables everything, as Fedora's 99-default-disable.preset does, so only the package's own
+# preset can enable the unit. --nodeps: the copy's rpm database knows none of Debian's packages.
+rpmroot=$tmp/rpmroot
+mkdir -p "$rpmroot"
+tar --numeric-owner -xpf "$cache" -C "$rpmroot"
+echo 'disable *' >"$rpmroot/usr/lib/systemd/system-preset/99-default-disable.preset"
+rpm_links() {
+  local wants
+  for wants in multi-user.target.wants kubelet.service.wants; do
+    test -L "$rpmroot/etc/systemd/system/$wants/calico-bpf-guard.service" || return 1
+  done
+}
+hcheck "rpm: installs" rpm --root="$rpmroot" --nodeps --quiet -i "$rpm"
+hcheck "rpm: %post enabled the unit through the preset" rpm_links
+hcheck "rpm: erases" rpm --root="$rpmroot" --nodeps --quiet -e calico-bpf-guard
+hcheck "rpm: %preun disabled the unit" fails rpm_links
+rm -rf --one-file-system "$rpmroot"
+
 chroot "$root" calico-bpf-guard mode set iptables --source "boot test" >/dev/null
 
 install -D -m 0755 "$testkit" "$root/usr/local/bin/calico-bpf-testkit"
@@ -126,9 +162,17 @@ results=$root/var/lib/boot-test/results
 [ -f "$results" ] && cat "$results"
 summary=$(tail -n1 "$results" 2>/dev/null || true)
 elapsed=$(($(date +%s) - start))
+if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  pass=$((pass + BASH_REMATCH[1]))
+  fail=$((fail + BASH_REMATCH[2]))
+else
+  fail=$((fail + 1))
+  echo "not ok - the checks in the container did not finish"
+fi
 
-if [ "$status" -ne 0 ] || ! grep -Eq '^[1-9][0-9]* passed, 0 failed$' <<<"$summary"; then
+if [ "$status" -ne 0 ] || [ "$fail" -ne 0 ]; then
   case $status in
+    0) why="checks failed" ;;
     124|137) why="the boot timed out after ${boot_timeout}s" ;;
     *) why="the container exited $status" ;;
   esac
@@ -140,7 +184,9 @@ if [ "$status" -ne 0 ] || ! grep -Eq '^[1-9][0-9]* passed, 0 failed$' <<<"$summa
     journalctl --directory="$root/var/log/journal" --no-pager -o short-monotonic -u "${unit%:*}" \
       2>/dev/null | tail -n "${unit#*:}"
   done
-  [ -n "$summary" ] || echo "0 passed, 1 failed"
+  [ "$status" -eq 0 ] || fail=$((fail + 1))
+  echo "$pass passed, $fail failed"
   exit 1
 fi
 echo "boot test: passed in ${elapsed}s"
+echo "$pass passed, $fail failed"
