@@ -8,7 +8,8 @@
 # rootfs set up like an RPM distribution, where units are disabled unless a preset says otherwise.
 #
 # Needs root, mmdebstrap, systemd-nspawn and rpm (scripts/install-deps.sh package), the .deb and
-# .rpm in target/packages/ and target/release/calico-bpf-testkit (make boot-test builds them).
+# .rpm in target/packages/ and target/release/calico-bpf-testkit (make boot-test builds them;
+# TESTKIT=PATH uses another build of the test kit).
 #
 # The base rootfs is cached in target/boot-cache/, keyed by everything that goes into it; a
 # cached run takes seconds. Every mount, cgroup and temporary directory is removed on exit.
@@ -32,7 +33,7 @@ done
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 deb=$(ls target/packages/calico-bpf-guard_"$version"_*.deb 2>/dev/null | head -n1)
 rpm=$(ls target/packages/calico-bpf-guard-"$version"-*.rpm 2>/dev/null | head -n1)
-testkit=target/release/calico-bpf-testkit
+testkit=${TESTKIT:-target/release/calico-bpf-testkit}
 [ -n "$deb" ] || { echo "boot test: no target/packages/calico-bpf-guard_${version}_*.deb (make deb)" >&2; exit 1; }
 [ -n "$rpm" ] || { echo "boot test: no target/packages/calico-bpf-guard-${version}-*.rpm (make rpm)" >&2; exit 1; }
 [ -x "$testkit" ] || { echo "boot test: no $testkit (cargo build --release -p calico-bpf-testkit)" >&2; exit 1; }
