@@ -1,9 +1,8 @@
 # Everyday targets. Privileged tests and the demo need root (they create bpffs mounts, cgroups
 # and network namespaces of their own and remove them afterwards).
 CARGO ?= cargo
-BIN := target/release/calico-bpf-guard
 
-.PHONY: all build release deps test unit lint demo clean
+.PHONY: all build release deps test unit lint demo fuzz clean
 
 all: build
 
@@ -26,7 +25,12 @@ unit:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features failpoints -- -D warnings
+
+# Each fuzz target for FUZZ_SECONDS (cargo-fuzz on stable via RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 30
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 demo: deps release
 	scripts/demo.sh

@@ -81,6 +81,10 @@ impl Report {
 
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
+        // Nothing listed: the decision says it all ("clean", "cannot tell: …", "nothing to do").
+        if self.objects.is_empty() {
+            return self.decision.clone();
+        }
         if self.command == "check" || self.dry_run || s.planned > 0 {
             return format!("{}: {} Calico object(s) found", self.decision, s.planned);
         }
