@@ -4,12 +4,12 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    parse_string, parse_u32, parse_u8, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NlasIterator, NLA_HEADER_SIZE, NLMSG_DONE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{
-    InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached,
-};
-use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
+use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -79,12 +79,7 @@ impl Rtnl {
         })
     }
 
-    /// Send one request and collect the answer: every message of a dump, or the ack.
-    pub fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
         packet.header.flags = NLM_F_REQUEST | flags;
@@ -93,30 +88,59 @@ impl Rtnl {
         let mut out = vec![0; packet.buffer_len()];
         packet.serialize(&mut out);
         self.socket.send(&out, 0)?;
+        Ok(())
+    }
 
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    /// Send one request and collect the answer: every message of a dump, or the ack.
+    pub fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         let mut replies = Vec::new();
+        self.exchange(msg, flags, |message_type, payload| {
+            let mut header = NetlinkHeader::default();
+            header.message_type = message_type;
+            replies.push(RouteNetlinkMessage::deserialize(&header, payload).map_err(invalid)?);
+            Ok(())
+        })?;
+        Ok(replies)
+    }
+
+    /// Send one request and hand each reply's type and payload to `each` as it arrives: every
+    /// message of a dump, or the one answer (or ack) of a plain request. The dumps parse only
+    /// the attributes the guard reads, straight from the receive buffer: a node with a thousand
+    /// interfaces answers with megabytes of attributes (statistics, address families, driver
+    /// data), and building the crate's full message tree for them cost more time and memory
+    /// than the kernel's own work.
+    fn exchange(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.send(msg, flags)?;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut off = 0;
             while off < n {
-                let reply: NetlinkMessage<RouteNetlinkMessage> =
-                    NetlinkMessage::deserialize(&self.buf[off..n])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = reply.header.length as usize;
-                if reply.header.sequence_number == self.seq {
-                    match reply.payload {
-                        NetlinkPayload::Done(_) => return Ok(replies),
-                        NetlinkPayload::Error(e) => {
-                            return match e.code {
-                                Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                                None => Ok(replies),
+                let reply = NetlinkBuffer::new_checked(&self.buf[off..n]).map_err(invalid)?;
+                let len = reply.length() as usize;
+                if reply.sequence_number() == self.seq {
+                    match reply.message_type() {
+                        NLMSG_DONE => return Ok(()),
+                        NLMSG_ERROR => {
+                            // struct nlmsgerr: the (negative) errno first; 0 is an ack.
+                            return match u32_at(reply.payload(), 0)? as i32 {
+                                0 => Ok(()),
+                                code => Err(io::Error::from_raw_os_error(-code)),
                             };
                         }
-                        NetlinkPayload::InnerMessage(m) => {
-                            replies.push(m);
+                        t if t >= NLMSG_MIN_TYPE => {
+                            each(t, reply.payload())?;
                             if !dump {
-                                return Ok(replies);
+                                return Ok(());
                             }
                         }
                         _ => {}
@@ -125,35 +149,44 @@ impl Rtnl {
                 if len == 0 {
                     break;
                 }
-                off += len;
+                // Messages in one datagram start at 4-byte boundaries.
+                off += (len + 3) & !3;
             }
         }
     }
 
     /// Every interface with its kind and XDP programs, in one dump.
     pub fn links(&mut self) -> io::Result<Vec<NetIf>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        let mut msg = LinkMessage::default();
+        // Statistics are most of each answer and nothing the guard reads.
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let mut out = Vec::new();
+        self.exchange(
+            RouteNetlinkMessage::GetLink(msg),
             NLM_F_DUMP,
+            |t, payload| {
+                if t == RTM_NEWLINK {
+                    out.push(net_if(payload)?);
+                }
+                Ok(())
+            },
         )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(net_if(l)),
-                _ => None,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// One interface by name; None when there is none.
     pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<NetIf>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(net_if(l)),
-                _ => None,
-            })),
+        let mut found = None;
+        match self.exchange(RouteNetlinkMessage::GetLink(msg), 0, |t, payload| {
+            if t == RTM_NEWLINK {
+                found = Some(net_if(payload)?);
+            }
+            Ok(())
+        }) {
+            Ok(()) => Ok(found),
             Err(e) if super::is_gone(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -161,20 +194,22 @@ impl Rtnl {
 
     /// Every qdisc of every interface, in one dump.
     pub fn qdiscs(&mut self) -> io::Result<Vec<Qdisc>> {
-        let replies = self.request(
+        let mut out = Vec::new();
+        self.exchange(
             RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
             NLM_F_DUMP,
+            |t, payload| {
+                if t == RTM_NEWQDISC {
+                    let tc = tc_message(payload)?;
+                    out.push(Qdisc {
+                        ifindex: tc.ifindex,
+                        kind: tc.kind.unwrap_or_default(),
+                    });
+                }
+                Ok(())
+            },
         )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(t) => Some(Qdisc {
-                    ifindex: t.header.index as u32,
-                    kind: kind_of(&t.attributes).unwrap_or_default(),
-                }),
-                _ => None,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// The filters under one parent of one interface; the kernel dumps filters per interface.
@@ -182,20 +217,28 @@ impl Rtnl {
         let mut msg = TcMessage::default();
         msg.header.index = ifindex as i32;
         msg.header.parent = TcHandle::from(parent);
-        let replies = match self.request(RouteNetlinkMessage::GetTrafficFilter(msg), NLM_F_DUMP) {
-            Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || super::is_gone(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewTrafficFilter(t) => Some(filter(t)),
-                _ => None,
-            })
-            // The dump also lists each filter chain's head (no kind, handle 0): not a filter.
-            .filter(|f| !f.kind.is_empty())
-            .collect())
+        let mut out = Vec::new();
+        let dumped = self.exchange(
+            RouteNetlinkMessage::GetTrafficFilter(msg),
+            NLM_F_DUMP,
+            |t, payload| {
+                if t == RTM_NEWTFILTER {
+                    let f = filter(payload)?;
+                    // The dump also lists each filter chain's head (no kind, handle 0): not a filter.
+                    if !f.kind.is_empty() {
+                        out.push(f);
+                    }
+                }
+                Ok(())
+            },
+        );
+        match dumped {
+            Ok(()) => Ok(out),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || super::is_gone(&e) => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Delete exactly one filter, by its handle, priority, protocol and chain.
@@ -222,89 +265,158 @@ impl Rtnl {
     }
 }
 
-fn kind_of(attrs: &[TcAttribute]) -> Option<String> {
-    attrs.iter().find_map(|a| match a {
-        TcAttribute::Kind(k) => Some(k.clone()),
-        _ => None,
+/// Message types below this are netlink's own (noop, error, done, overrun).
+const NLMSG_MIN_TYPE: u16 = 16;
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWQDISC: u16 = 36;
+const RTM_NEWTFILTER: u16 = 44;
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
+const XDP_ATTACHED_DRV: u8 = 1;
+const XDP_ATTACHED_SKB: u8 = 2;
+const XDP_ATTACHED_HW: u8 = 3;
+
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_CHAIN: u16 = 11;
+const TCA_BPF_ID: u16 = 11;
+
+/// struct ifinfomsg and struct tcmsg: the attributes follow them.
+const IFINFOMSG_LEN: usize = 16;
+const TCMSG_LEN: usize = 20;
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The (type, value) attributes in `buf`, type without the nested and byte-order flags.
+fn attrs(buf: &[u8]) -> impl Iterator<Item = io::Result<(u16, &[u8])>> {
+    NlasIterator::new(buf).map(|nla| {
+        let nla = nla.map_err(invalid)?;
+        let (kind, len) = (nla.kind(), nla.length() as usize);
+        // new_checked vouched for the length; the value follows the 4-byte header.
+        Ok((kind, &nla.into_inner()[NLA_HEADER_SIZE..len]))
     })
 }
 
-fn filter(t: TcMessage) -> Filter {
-    let prog_id = t.attributes.iter().find_map(|a| match a {
-        TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
-            _ => None,
-        }),
-        _ => None,
-    });
-    let chain = t
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            TcAttribute::Chain(c) => Some(*c),
-            _ => None,
-        })
-        .unwrap_or(0);
-    Filter {
-        ifindex: t.header.index as u32,
-        parent: t.header.parent.into(),
-        handle: t.header.handle.into(),
-        info: t.header.info,
-        chain,
-        kind: kind_of(&t.attributes).unwrap_or_default(),
-        prog_id,
-    }
+fn u32_at(payload: &[u8], at: usize) -> io::Result<u32> {
+    payload
+        .get(at..at + 4)
+        .and_then(|b| parse_u32(b).ok())
+        .ok_or_else(|| invalid("short netlink message"))
 }
 
-fn net_if(l: LinkMessage) -> NetIf {
-    let mut name = String::new();
-    let mut kind = None;
-    let mut xdp = Vec::new();
-    for attr in l.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => name = n,
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    if let LinkInfo::Kind(k) = info {
-                        kind = Some(match k {
-                            InfoKind::Other(s) => s,
-                            k => k.to_string(),
-                        });
-                    }
-                }
-            }
-            LinkAttribute::Xdp(attrs) => xdp = xdp_progs(&attrs),
+/// The parts of an RTM_NEWQDISC/RTM_NEWTFILTER message the guard reads.
+struct TcParts {
+    ifindex: u32,
+    parent: u32,
+    handle: u32,
+    info: u32,
+    kind: Option<String>,
+    chain: u32,
+    bpf_prog_id: Option<u32>,
+}
+
+fn tc_message(payload: &[u8]) -> io::Result<TcParts> {
+    let mut tc = TcParts {
+        ifindex: u32_at(payload, 4)?,
+        handle: u32_at(payload, 8)?,
+        parent: u32_at(payload, 12)?,
+        info: u32_at(payload, 16)?,
+        kind: None,
+        chain: 0,
+        bpf_prog_id: None,
+    };
+    let mut options = None;
+    for a in attrs(&payload[TCMSG_LEN..]) {
+        match a? {
+            (TCA_KIND, v) => tc.kind = Some(parse_string(v).map_err(invalid)?),
+            (TCA_CHAIN, v) => tc.chain = parse_u32(v).map_err(invalid)?,
+            (TCA_OPTIONS, v) => options = Some(v),
             _ => {}
         }
     }
-    NetIf {
-        ifindex: l.header.index,
-        name,
-        kind,
-        xdp,
+    // Option numbers mean something else for every classifier: read them only for bpf.
+    if let (Some("bpf"), Some(opts)) = (tc.kind.as_deref(), options) {
+        for a in attrs(opts) {
+            if let (TCA_BPF_ID, v) = a? {
+                tc.bpf_prog_id = Some(parse_u32(v).map_err(invalid)?);
+            }
+        }
     }
+    Ok(tc)
+}
+
+fn filter(payload: &[u8]) -> io::Result<Filter> {
+    let tc = tc_message(payload)?;
+    Ok(Filter {
+        ifindex: tc.ifindex,
+        parent: tc.parent,
+        handle: tc.handle,
+        info: tc.info,
+        chain: tc.chain,
+        kind: tc.kind.unwrap_or_default(),
+        prog_id: tc.bpf_prog_id,
+    })
+}
+
+fn net_if(payload: &[u8]) -> io::Result<NetIf> {
+    let mut nif = NetIf {
+        ifindex: u32_at(payload, 4)?,
+        name: String::new(),
+        kind: None,
+        xdp: Vec::new(),
+    };
+    let rest = payload
+        .get(IFINFOMSG_LEN..)
+        .ok_or_else(|| invalid("short link message"))?;
+    for a in attrs(rest) {
+        match a? {
+            (IFLA_IFNAME, v) => nif.name = parse_string(v).map_err(invalid)?,
+            (IFLA_LINKINFO, v) => {
+                for info in attrs(v) {
+                    if let (IFLA_INFO_KIND, k) = info? {
+                        nif.kind = Some(parse_string(k).map_err(invalid)?);
+                    }
+                }
+            }
+            (IFLA_XDP, v) => nif.xdp = xdp_progs(v)?,
+            _ => {}
+        }
+    }
+    Ok(nif)
 }
 
 /// The (mode, program) pairs on an interface. With one program the kernel reports ATTACHED and
 /// PROG_ID; with several modes at once it reports MULTI and one id per mode.
-fn xdp_progs(attrs: &[LinkXdp]) -> Vec<(XdpMode, u32)> {
+fn xdp_progs(nested: &[u8]) -> io::Result<Vec<(XdpMode, u32)>> {
     let mut attached = None;
     let mut prog = 0;
     let mut out = Vec::new();
-    for a in attrs {
-        match a {
-            LinkXdp::Attached(m) => attached = Some(*m),
-            LinkXdp::ProgId(id) => prog = *id,
-            LinkXdp::DrvProgId(id) if *id != 0 => out.push((XdpMode::Driver, *id)),
-            LinkXdp::SkbProgId(id) if *id != 0 => out.push((XdpMode::Generic, *id)),
-            LinkXdp::HwProgId(id) if *id != 0 => out.push((XdpMode::Offload, *id)),
+    for a in attrs(nested) {
+        let (t, v) = a?;
+        let id = || parse_u32(v).map_err(invalid);
+        match t {
+            IFLA_XDP_ATTACHED => attached = Some(parse_u8(v).map_err(invalid)?),
+            IFLA_XDP_PROG_ID => prog = id()?,
+            IFLA_XDP_DRV_PROG_ID if id()? != 0 => out.push((XdpMode::Driver, id()?)),
+            IFLA_XDP_SKB_PROG_ID if id()? != 0 => out.push((XdpMode::Generic, id()?)),
+            IFLA_XDP_HW_PROG_ID if id()? != 0 => out.push((XdpMode::Offload, id()?)),
             _ => {}
         }
     }
     let single = match attached {
-        Some(XdpAttached::Driver) => Some(XdpMode::Driver),
-        Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
-        Some(XdpAttached::Hardware) => Some(XdpMode::Offload),
+        Some(XDP_ATTACHED_DRV) => Some(XdpMode::Driver),
+        Some(XDP_ATTACHED_SKB) => Some(XdpMode::Generic),
+        Some(XDP_ATTACHED_HW) => Some(XdpMode::Offload),
         _ => None,
     };
     if let (Some(mode), true) = (single, prog != 0) {
@@ -313,5 +425,5 @@ fn xdp_progs(attrs: &[LinkXdp]) -> Vec<(XdpMode, u32)> {
         }
     }
     out.sort();
-    out
+    Ok(out)
 }
