@@ -6,7 +6,7 @@ what=${1:-test}
 
 build=(libelf-dev zlib1g-dev pkg-config gcc make)
 test=(iproute2 util-linux procps bpftool)
-package=(debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man)
+package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man)
 bench=(hyperfine strace iproute2 bpftool)
 
 case "$what" in
