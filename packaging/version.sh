@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the package builds: one version, the crate's, and the packaging files must agree.
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 deb_version=$(dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null || head -n1 debian/changelog | sed 's/.*(\(.*\)).*/\1/')
