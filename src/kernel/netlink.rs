@@ -243,17 +243,73 @@ impl Rtnl {
 
     /// Delete exactly one filter, by its handle, priority, protocol and chain.
     pub fn del_filter(&mut self, f: &Filter) -> io::Result<()> {
-        let mut msg = TcMessage::default();
-        msg.header.index = f.ifindex as i32;
-        msg.header.parent = TcHandle::from(f.parent);
-        msg.header.handle = TcHandle::from(f.handle);
-        msg.header.info = f.info;
-        msg.attributes.push(TcAttribute::Kind(f.kind.clone()));
-        if f.chain != 0 {
-            msg.attributes.push(TcAttribute::Chain(f.chain));
+        self.request(del_filter_msg(f), NLM_F_ACK).map(drop)
+    }
+
+    /// Delete several filters with one datagram: one result per filter, in order. Only the
+    /// last request asks for an ack; the kernel handles the requests of a datagram in order
+    /// before the send returns and answers every failed one with its error, so whatever
+    /// arrives before the last ack is the complete list of failures. At most `FILTER_BATCH`.
+    pub fn del_filters(&mut self, filters: &[&Filter]) -> Vec<io::Result<()>> {
+        assert!(
+            filters.len() <= FILTER_BATCH,
+            "at most FILTER_BATCH filters"
+        );
+        let Some(last) = filters.len().checked_sub(1) else {
+            return Vec::new();
+        };
+        let first_seq = self.seq.wrapping_add(1);
+        let mut out = Vec::new();
+        for (i, f) in filters.iter().enumerate() {
+            self.seq = self.seq.wrapping_add(1);
+            let mut packet = NetlinkMessage::new(
+                NetlinkHeader::default(),
+                NetlinkPayload::from(del_filter_msg(f)),
+            );
+            packet.header.flags = NLM_F_REQUEST | if i == last { NLM_F_ACK } else { 0 };
+            packet.header.sequence_number = self.seq;
+            packet.finalize();
+            let at = out.len();
+            out.resize(at + ((packet.buffer_len() + 3) & !3), 0);
+            packet.serialize(&mut out[at..]);
         }
-        self.request(RouteNetlinkMessage::DelTrafficFilter(msg), NLM_F_ACK)
-            .map(drop)
+        if let Err(e) = self.socket.send(&out, 0) {
+            return filters.iter().map(|_| Err(copy_err(&e))).collect();
+        }
+        let mut results: Vec<io::Result<()>> = filters.iter().map(|_| Ok(())).collect();
+        let last_seq = self.seq;
+        loop {
+            let n = match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                // An answer may be lost: none of the results can be trusted then.
+                Err(e) => return filters.iter().map(|_| Err(copy_err(&e))).collect(),
+            };
+            let mut off = 0;
+            let mut done = false;
+            while off < n {
+                let reply = match NetlinkBuffer::new_checked(&self.buf[off..n]) {
+                    Ok(r) => r,
+                    Err(e) => return filters.iter().map(|_| Err(invalid(&e))).collect(),
+                };
+                let len = reply.length() as usize;
+                let i = reply.sequence_number().wrapping_sub(first_seq) as usize;
+                if reply.message_type() == NLMSG_ERROR && i <= last {
+                    match u32_at(reply.payload(), 0) {
+                        Ok(0) => {}
+                        Ok(code) => results[i] = Err(io::Error::from_raw_os_error(-(code as i32))),
+                        Err(e) => results[i] = Err(e),
+                    }
+                    done |= reply.sequence_number() == last_seq;
+                }
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+            }
+            if done {
+                return results;
+            }
+        }
     }
 
     /// Delete one interface (for a veth, its peer goes with it).
@@ -262,6 +318,32 @@ impl Rtnl {
         msg.header.index = ifindex;
         self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)
             .map(drop)
+    }
+}
+
+/// How many filter deletes share one datagram. The kernel answers the failed ones, each answer
+/// a small skb charged about 1 KiB against the socket's receive buffer (208 KiB by default): at
+/// 64, even a batch that fails whole cannot overflow it and lose an answer.
+pub const FILTER_BATCH: usize = 64;
+
+fn del_filter_msg(f: &Filter) -> RouteNetlinkMessage {
+    let mut msg = TcMessage::default();
+    msg.header.index = f.ifindex as i32;
+    msg.header.parent = TcHandle::from(f.parent);
+    msg.header.handle = TcHandle::from(f.handle);
+    msg.header.info = f.info;
+    msg.attributes.push(TcAttribute::Kind(f.kind.clone()));
+    if f.chain != 0 {
+        msg.attributes.push(TcAttribute::Chain(f.chain));
+    }
+    RouteNetlinkMessage::DelTrafficFilter(msg)
+}
+
+/// io::Error is not Clone; an errno is all the guard reports of it.
+pub fn copy_err(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
