@@ -30,7 +30,8 @@ grep -qx /etc/calico-bpf-guard/config.toml "$ctl/DEBIAN/conffiles" || bad "confi
 grep -q "deb-systemd-helper enable 'calico-bpf-guard.service'" "$ctl/DEBIAN/postinst" ||
   bad "postinst does not enable the unit"
 # deb-systemd-invoke is how maintainer scripts start, stop and restart units.
-if grep -l deb-systemd-invoke "$ctl"/DEBIAN/{preinst,postinst,prerm,postrm} 2>/dev/null; then
+scripts=$(cat "$ctl"/DEBIAN/{preinst,postinst,prerm,postrm} 2>/dev/null || true)
+if grep -q deb-systemd-invoke <<<"$scripts"; then
   bad "a maintainer script starts, stops or restarts the unit"
 fi
 # The man page renders without groff warnings.
