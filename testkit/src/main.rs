@@ -47,7 +47,20 @@ fn run(args: &[String]) -> Result<u8> {
                 PathBuf::from(flag(args, "--cgroup")?),
             );
             plant::calico_host(&bpffs, &cgroup)?;
-            sandbox::run("ip", &["link", "add", "cali-boot0", "type", "dummy"])?;
+            // veth, not dummy: kernels without the dummy driver (like CI's) have veth for pods.
+            sandbox::run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    "cali-boot0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "cali-boot0p",
+                ],
+            )?;
             plant::clsact("cali-boot0")?;
             plant::tc_filter(
                 "cali-boot0",
