@@ -17,7 +17,7 @@ const USAGE: &str = "usage:
 const BOOT_CALICO: [&str; 1] = ["tc cali-boot0 ingress pref 1 proto all cali_tc_preambl"];
 const BOOT_FOREIGN: [&str; 2] = [
     "tc cali-boot0 egress pref 2 proto all cil_to_netdev",
-    "dev cali-boot0 dummy",
+    "dev cali-boot0 veth",
 ];
 
 fn flag(args: &[String], name: &str) -> Result<String> {
