@@ -233,7 +233,8 @@ fn find_link(prog_id: u32, want: LinkTarget) -> io::Result<Option<u32>> {
         match bpf::fd_by_id(IdSpace::Link, id).and_then(|fd| bpf::link_info(fd.as_fd())) {
             Ok(l) if l.prog_id == prog_id && l.target == want => return Ok(Some(id)),
             Ok(_) => {}
-            Err(e) if is_gone(&e) => {}
+            // EAGAIN: a link another process is creating or tearing down right now.
+            Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::EAGAIN) => {}
             Err(e) => return Err(e),
         }
     }

@@ -184,7 +184,8 @@ fn links() -> Result<Vec<LinkInfo>> {
     for id in ids {
         match bpf::fd_by_id(IdSpace::Link, id).and_then(|fd| bpf::link_info(fd.as_fd())) {
             Ok(info) => out.push(info),
-            Err(e) if is_gone(&e) => {}
+            // EAGAIN: another process is creating or tearing down this link right now.
+            Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::EAGAIN) => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading link {id}"))),
         }
     }
