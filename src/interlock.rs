@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::kernel::fs::{held_bpf_fds, HeldBpfFd};
+use crate::kernel::fs::{has_effective_cap, held_bpf_fds, HeldBpfFd, CAP_SYS_PTRACE};
 use crate::plan::{ObjId, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,11 +37,49 @@ impl std::fmt::Display for Holder {
     }
 }
 
+/// What the interlock saw: the processes holding objects of the plan, and the processes it
+/// could not inspect (each a sentence).
+#[derive(Debug, Default)]
+pub struct Interlock {
+    pub holders: Vec<Holder>,
+    pub unreadable: Vec<String>,
+    /// Without CAP_SYS_PTRACE the guard cannot read the fds of a process more privileged than
+    /// itself, which a live Felix is: it is blind by its own configuration.
+    pub can_ptrace: bool,
+}
+
+impl Interlock {
+    /// Why a sweep must not go ahead without --force, if it must not.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.holders.is_empty() {
+            return Some(
+                "a running process holds Calico eBPF objects (a live eBPF dataplane)".into(),
+            );
+        }
+        if !self.unreadable.is_empty() && !self.can_ptrace {
+            return Some(format!(
+                "cannot tell whether an eBPF dataplane is live: {} process(es) could not be inspected ({}); the interlock needs CAP_SYS_PTRACE",
+                self.unreadable.len(),
+                self.unreadable.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            ));
+        }
+        None
+    }
+}
+
 /// Processes holding any object of the plan. Only called with a non-empty plan: with nothing to
 /// remove there is nothing to protect, and /proc is not walked.
-pub fn holders(steps: &[Step]) -> Result<Vec<Holder>> {
-    let held = held_bpf_fds().context("reading /proc/<pid>/fdinfo")?;
-    Ok(match_holders(&held, steps))
+pub fn scan(steps: &[Step]) -> Result<Interlock> {
+    let procs = held_bpf_fds().context("reading /proc/<pid>/fd")?;
+    Ok(Interlock {
+        can_ptrace: has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?,
+        holders: match_holders(&procs.held, steps),
+        unreadable: procs
+            .unreadable
+            .into_iter()
+            .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
+            .collect(),
+    })
 }
 
 pub fn match_holders(held: &[HeldBpfFd], steps: &[Step]) -> Vec<Holder> {

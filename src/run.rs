@@ -111,19 +111,32 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     for w in &inv.warnings {
         logging::log(Level::Warning, w);
     }
+    let mut refusal = None;
     if !steps.is_empty() {
-        report.holders = interlock::holders(&steps)?;
+        let lock = interlock::scan(&steps)?;
+        refusal = lock.refusal();
+        for u in &lock.unreadable {
+            let w = format!("interlock cannot inspect {u}");
+            logging::log(Level::Warning, &w);
+            report.warnings.push(w);
+        }
+        report.holders = lock.holders;
         report.notes = notes::notes(&notes::gather());
     }
 
-    let refused = !report.holders.is_empty() && !opts.force;
+    let refused = refusal.is_some() && !opts.force;
     if opts.dry_run || refused {
         report.objects = steps.iter().map(|st| Row::new(st, None)).collect();
         report.decision = match (&decision, refused) {
             (Decision::Skip(why), _) => format!("dry run, would not sweep: {why}"),
             (Decision::Sweep(_), true) => format!(
-                "{}refused: a running process holds Calico eBPF objects (a live eBPF dataplane); --force overrides",
-                if opts.dry_run { "dry run, would be " } else { "" }
+                "{}refused: {}; --force overrides",
+                if opts.dry_run {
+                    "dry run, would be "
+                } else {
+                    ""
+                },
+                refusal.as_deref().unwrap_or_default()
             ),
             (Decision::Sweep(why), false) => format!("dry run, would sweep: {why}"),
         };
@@ -208,8 +221,15 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
     report.objects = steps.iter().map(|st| Row::new(st, None)).collect();
     if !steps.is_empty() {
         report.notes = notes::notes(&notes::gather());
-        match interlock::holders(&steps) {
-            Ok(h) => report.holders = h,
+        match interlock::scan(&steps) {
+            Ok(lock) => {
+                report.warnings.extend(
+                    lock.unreadable
+                        .iter()
+                        .map(|u| format!("interlock cannot inspect {u}")),
+                );
+                report.holders = lock.holders;
+            }
             Err(e) => {
                 report.decision = format!("cannot tell: {e:#}");
                 emit(&mut report, json);

@@ -49,3 +49,50 @@ fn a_live_holder_refuses_the_sweep_until_forced() {
     assert_removed_exactly(&before, &sb.snapshot(), &removed);
     drop(held);
 }
+
+/// Without CAP_SYS_PTRACE the kernel hides the fds of more privileged processes (a live Felix
+/// is one): the guard cannot tell whether the dataplane is live, so it refuses rather than
+/// sweeping blind, and says what it needs.
+#[test]
+fn processes_it_cannot_inspect_refuse_the_sweep() {
+    let Some(sb) = sandbox("interlock-ptrace") else {
+        return;
+    };
+    plant::calico_host(&sb.bpffs.path, &sb.cgroup.path).unwrap();
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+    let without_ptrace = |args: &[&str]| {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", sb.netns().path().display()))
+            .args([
+                "--",
+                "setpriv",
+                "--inh-caps=-all",
+                "--bounding-set=-all,+sys_admin,+net_admin",
+                "--",
+            ])
+            .arg(GUARD)
+            .arg("--config")
+            .arg(&sb.config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = without_ptrace(&["sweep"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("CAP_SYS_PTRACE") && stdout(&out).contains("refused"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(sb.snapshot(), before);
+
+    let out = without_ptrace(&["sweep", "--force"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("interlock cannot inspect pid"),
+        "{}",
+        stdout(&out)
+    );
+    assert_removed_exactly(&before, &sb.snapshot(), &plant::CALICO_HOST);
+}

@@ -389,10 +389,20 @@ fn missing_roots_are_skipped_silently() {
     );
     let before = sb.snapshot();
     let out = guard_ok(&sb, &["sweep", "--json"], 0);
-    assert_eq!(warnings(&json(&out)), Vec::<String>::new());
+    // Processes the kernel hides from the interlock (pid 1 of some sandboxes) are warned about
+    // too; this test is about roots.
+    let about_roots = |w: &str| !w.contains("interlock cannot inspect");
+    let root_warnings: Vec<String> = warnings(&json(&out))
+        .into_iter()
+        .filter(|w| about_roots(w))
+        .collect();
+    assert_eq!(root_warnings, Vec::<String>::new());
     let err = stderr(&out);
     assert!(!err.contains("/no/"), "{err}");
-    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        !err.lines().any(|l| l.contains("warning") && about_roots(l)),
+        "{err}"
+    );
     assert_removed_exactly(&before, &sb.snapshot(), &CALICO_HOST);
 }
 

@@ -260,12 +260,43 @@ pub struct HeldBpfFd {
     pub link_id: Option<u32>,
 }
 
+/// The bpf fds of every other process, and the processes whose fds could not be read.
+#[derive(Debug, Default)]
+pub struct ProcScan {
+    pub held: Vec<HeldBpfFd>,
+    /// (pid, comm, error): without CAP_SYS_PTRACE the kernel hides the fds of processes with
+    /// capabilities the reader lacks, which is exactly what a live Felix has.
+    pub unreadable: Vec<(u32, String, String)>,
+}
+
+pub const CAP_SYS_PTRACE: u32 = 19;
+
+/// Whether this process has a capability in its effective set (from /proc/self/status).
+pub fn has_effective_cap(cap: u32) -> io::Result<bool> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "no CapEff in /proc/self/status")
+        })?;
+    let bits = u64::from_str_radix(hex.trim(), 16)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(bits & (1 << cap) != 0)
+}
+
+fn comm_of(base: &Path) -> String {
+    fs::read_to_string(base.join("comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
 /// Every bpf fd held by a process other than this one. The fd symlink says whether an fd is a
 /// bpf object (cheap), so fdinfo is only read for those. Processes that exit meanwhile are
-/// skipped.
-pub fn held_bpf_fds() -> io::Result<Vec<HeldBpfFd>> {
+/// skipped; processes that cannot be inspected are listed, never silently passed over.
+pub fn held_bpf_fds() -> io::Result<ProcScan> {
     let me = std::process::id();
-    let mut out = Vec::new();
+    let mut scan = ProcScan::default();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -279,34 +310,43 @@ pub fn held_bpf_fds() -> io::Result<Vec<HeldBpfFd>> {
             continue;
         }
         let base = entry.path();
-        let Ok(fds) = fs::read_dir(base.join("fd")) else {
-            continue;
+        let fds = match fs::read_dir(base.join("fd")) {
+            Ok(fds) => fds,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                scan.unreadable.push((pid, comm_of(&base), e.to_string()));
+                continue;
+            }
         };
         let mut comm: Option<String> = None;
         for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
+            // Listing the fd directory is allowed even where reading each link is not.
+            let target = match fs::read_link(fd.path()) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    scan.unreadable.push((pid, comm_of(&base), e.to_string()));
+                    break;
+                }
             };
-            let t = target.to_string_lossy();
-            if !t.starts_with("anon_inode:bpf") {
+            if !target.to_string_lossy().starts_with("anon_inode:bpf") {
                 continue;
             }
-            let Ok(info) = fs::read_to_string(base.join("fdinfo").join(fd.file_name())) else {
-                continue;
+            let info = match fs::read_to_string(base.join("fdinfo").join(fd.file_name())) {
+                Ok(info) => info,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    scan.unreadable.push((pid, comm_of(&base), e.to_string()));
+                    break;
+                }
             };
             let field = |key: &str| {
                 info.lines()
                     .find_map(|l| l.strip_prefix(key))
                     .and_then(|v| v.trim().parse::<u32>().ok())
             };
-            let comm = comm
-                .get_or_insert_with(|| {
-                    fs::read_to_string(base.join("comm"))
-                        .map(|c| c.trim_end().to_string())
-                        .unwrap_or_default()
-                })
-                .clone();
-            out.push(HeldBpfFd {
+            let comm = comm.get_or_insert_with(|| comm_of(&base)).clone();
+            scan.held.push(HeldBpfFd {
                 pid,
                 comm,
                 prog_id: field("prog_id:"),
@@ -315,7 +355,7 @@ pub fn held_bpf_fds() -> io::Result<Vec<HeldBpfFd>> {
             });
         }
     }
-    Ok(out)
+    Ok(scan)
 }
 
 #[cfg(test)]
