@@ -183,6 +183,7 @@ impl Report {
                 &format!("{verb}: {}{id} {} at {}", r.kind, r.name, r.location),
             );
         }
+        logging::log(Level::Notice, &self.summary_line());
         logging::notify_status(&self.summary_line());
     }
 }

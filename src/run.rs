@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::decide::{decide, ebpf, Decision, Ebpf};
 use crate::interlock;
 use crate::inventory::{self, Inventory, Roots};
-use crate::kernel::fs::lock_exclusive;
+use crate::kernel::fs::{lock_exclusive, stdout_is_journal};
 use crate::logging::{self, Level};
 use crate::mode::{self, Dataplane, Mode};
 use crate::notes;
@@ -72,7 +72,9 @@ fn emit(report: &mut Report, json: bool) {
     report.summarize();
     if json {
         println!("{}", report.json());
-    } else {
+    } else if !(report.command == "sweep" && !report.dry_run && stdout_is_journal()) {
+        // Under the unit, stdout is the journal, where the log lines already name every object:
+        // the table would say it all twice.
         print!("{}", report.text());
     }
 }

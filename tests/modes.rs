@@ -262,3 +262,45 @@ fn usage_errors_exit_2() {
         assert!(text.contains(cmd), "{text}");
     }
 }
+
+/// Under systemd, stdout and stderr are the journal: log lines carry `<N>` severities and each
+/// removed object is logged once (no table beside the log lines).
+#[test]
+fn journal_gets_one_line_per_object_with_severity() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(sb) = stale_node("mode-journal") else {
+        return;
+    };
+    sb.set_mode(Some("iptables")).unwrap();
+    let out_path = sb.dir.path.join("journal-stdout");
+    let stdout_file = std::fs::File::create(&out_path).unwrap();
+    let meta = stdout_file.metadata().unwrap();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", sb.netns().path().display()))
+        .arg("--")
+        .arg(GUARD)
+        .arg("--config")
+        .arg(&sb.config)
+        .arg("sweep")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(stdout_file)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap(),
+        "",
+        "no table in the journal"
+    );
+    let err = stderr(&out);
+    let removed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("<5>removed: "))
+        .collect();
+    assert_eq!(removed.len(), 23, "{err}");
+    assert!(err.lines().any(|l| l.starts_with("<5>swept (")), "{err}");
+    assert!(
+        err.lines().all(|l| l.starts_with('<')),
+        "every line has a severity: {err}"
+    );
+}

@@ -269,6 +269,17 @@ pub struct ProcScan {
     pub unreadable: Vec<(u32, String, String)>,
 }
 
+/// Whether stdout is the journal's stream: systemd sets JOURNAL_STREAM to its "device:inode".
+pub fn stdout_is_journal() -> bool {
+    let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(std::io::stdout()) else {
+        return false;
+    };
+    want.to_string_lossy() == format!("{}:{}", st.st_dev, st.st_ino)
+}
+
 pub const CAP_SYS_PTRACE: u32 = 19;
 
 /// Whether this process has a capability in its effective set (from /proc/self/status).
