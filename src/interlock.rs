@@ -1,12 +1,17 @@
 //! The live-dataplane interlock: if a running process holds one of the objects a sweep would
 //! remove, an eBPF dataplane is alive on this node, whatever the mode file says.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::kernel::bpf::{self, IdSpace};
 use crate::kernel::fs::{has_effective_cap, held_bpf_fds, HeldBpfFd, CAP_SYS_PTRACE};
+use crate::kernel::is_gone;
+use crate::kernel::task_files::{task_files, TaskFile};
+use crate::logging::{self, Level};
 use crate::plan::{ObjId, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,18 +73,92 @@ impl Interlock {
 }
 
 /// Processes holding any object of the plan. Only called with a non-empty plan: with nothing to
-/// remove there is nothing to protect, and /proc is not walked.
+/// remove there is nothing to protect.
+///
+/// The kernel's task_file iterator lists every open file of every task, with no ptrace checks;
+/// the guard opens its own fds on the plan's objects, so its own records say which file
+/// (`f_op`, `private_data`) each object is, and any other task with the same file holds it.
+/// /proc is read only for processes the iterator did not show (or for all, on a kernel
+/// without BTF or task_file iterators).
 pub fn scan(steps: &[Step]) -> Result<Interlock> {
-    let procs = held_bpf_fds().context("reading /proc/<pid>/fd")?;
+    let wanted: BTreeSet<ObjId> = steps
+        .iter()
+        .flat_map(|s| s.objects.iter().copied())
+        .collect();
+    let mut own = Vec::new();
+    for obj in &wanted {
+        let (space, id) = match *obj {
+            ObjId::Prog(id) => (IdSpace::Prog, id),
+            ObjId::Map(id) => (IdSpace::Map, id),
+            ObjId::Link(id) => (IdSpace::Link, id),
+        };
+        match bpf::fd_by_id(space, id) {
+            Ok(fd) => own.push((fd, *obj)),
+            Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::EAGAIN) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("opening {obj:?}"))),
+        }
+    }
+    let own_fds: Vec<(u32, ObjId)> = own
+        .iter()
+        .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
+        .collect();
+    let (mut holders, seen) = match task_files() {
+        Ok(files) => {
+            let seen: HashSet<u32> = files.iter().map(|f| f.tgid).collect();
+            (match_files(&files, &own_fds), Some(seen))
+        }
+        Err(e) => {
+            logging::log(
+                Level::Info,
+                &format!("task_file iterator unavailable ({e}); reading /proc"),
+            );
+            (Vec::new(), None)
+        }
+    };
+    drop(own);
+    let procs = held_bpf_fds(|pid| seen.as_ref().is_some_and(|s| s.contains(&pid)))
+        .context("reading /proc/<pid>/fd")?;
+    for h in match_holders(&procs.held, steps) {
+        if !holders.iter().any(|x| x.pid == h.pid) {
+            holders.push(h);
+        }
+    }
+    holders.sort_by_key(|h| h.pid);
     Ok(Interlock {
         can_ptrace: has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?,
-        holders: match_holders(&procs.held, steps),
+        holders,
         unreadable: procs
             .unreadable
             .into_iter()
             .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
             .collect(),
     })
+}
+
+/// Holders from the iterator's records: `own` are this process's fds on the objects.
+pub fn match_files(files: &[TaskFile], own: &[(u32, ObjId)]) -> Vec<Holder> {
+    let mut by_file: HashMap<(u64, u64), ObjId> = HashMap::new();
+    for f in files.iter().filter(|f| f.tgid == 0) {
+        if let Some((_, obj)) = own.iter().find(|(fd, _)| *fd == f.fd) {
+            by_file.insert((f.f_op, f.private_data), *obj);
+        }
+    }
+    let mut out: Vec<Holder> = Vec::new();
+    for f in files.iter().filter(|f| f.tgid != 0) {
+        let Some(obj) = by_file.get(&(f.f_op, f.private_data)) else {
+            continue;
+        };
+        match out.iter_mut().find(|h| h.pid == f.tgid) {
+            Some(h) if !h.holds.contains(obj) => h.holds.push(*obj),
+            Some(_) => {}
+            None => out.push(Holder {
+                pid: f.tgid,
+                comm: f.comm.clone(),
+                holds: vec![*obj],
+            }),
+        }
+    }
+    out
 }
 
 pub fn match_holders(held: &[HeldBpfFd], steps: &[Step]) -> Vec<Holder> {
@@ -124,6 +203,64 @@ mod tests {
             prog_id: prog,
             map_id: map,
             link_id: link,
+        }
+    }
+
+    fn file(tgid: u32, fd: u32, private_data: u64) -> TaskFile {
+        TaskFile {
+            tgid,
+            fd,
+            f_op: 0xf0,
+            private_data,
+            comm: format!("c{tgid}"),
+        }
+    }
+
+    #[test]
+    fn iterator_records_match_by_file_identity() {
+        let own = [(5, ObjId::Link(7)), (6, ObjId::Map(3))];
+        let files = [
+            file(0, 5, 0xa),  // our fd on link 7
+            file(0, 6, 0xb),  // our fd on map 3
+            file(0, 9, 0xc),  // another fd of ours: not an object of the plan
+            file(42, 3, 0xa), // pid 42 holds link 7
+            file(42, 4, 0xb), // and map 3
+            file(43, 3, 0xc), // pid 43 holds something else
+            TaskFile {
+                f_op: 0xf1,
+                ..file(44, 3, 0xa)
+            }, // same private_data, another kind of file
+        ];
+        assert_eq!(
+            match_files(&files, &own),
+            vec![Holder {
+                pid: 42,
+                comm: "c42".into(),
+                holds: vec![ObjId::Link(7), ObjId::Map(3)]
+            }]
+        );
+    }
+
+    #[test]
+    fn refusal() {
+        let holder = Holder {
+            pid: 1,
+            comm: "felix".into(),
+            holds: vec![ObjId::Prog(1)],
+        };
+        let cases = [
+            (vec![], vec![], false, false),
+            (vec![holder.clone()], vec![], true, true),
+            (vec![], vec!["pid 9 (x): denied".to_string()], false, true),
+            (vec![], vec!["pid 9 (x): denied".to_string()], true, false),
+        ];
+        for (holders, unreadable, can_ptrace, refuse) in cases {
+            let i = Interlock {
+                holders,
+                unreadable,
+                can_ptrace,
+            };
+            assert_eq!(i.refusal().is_some(), refuse, "{i:?}");
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod fs;
 pub mod netlink;
+pub mod task_files;
 
 use std::io;
 
