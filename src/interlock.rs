@@ -1,7 +1,7 @@
 //! The live-dataplane interlock: if a running process holds one of the objects a sweep would
 //! remove, an eBPF dataplane is alive on this node, whatever the mode file says.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
@@ -78,8 +78,8 @@ impl Interlock {
 /// The kernel's task_file iterator lists every open file of every task, with no ptrace checks;
 /// the guard opens its own fds on the plan's objects, so its own records say which file
 /// (`f_op`, `private_data`) each object is, and any other task with the same file holds it.
-/// /proc is read only for processes the iterator did not show (or for all, on a kernel
-/// without BTF or task_file iterators).
+/// Holder pids are the kernel's (initial pid namespace). On a kernel without BTF or task_file
+/// iterators, /proc is read instead, which needs CAP_SYS_PTRACE to see privileged processes.
 pub fn scan(steps: &[Step]) -> Result<Interlock> {
     let wanted: BTreeSet<ObjId> = steps
         .iter()
@@ -102,37 +102,31 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
         .iter()
         .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
         .collect();
-    let (mut holders, seen) = match task_files() {
-        Ok(files) => {
-            let seen: HashSet<u32> = files.iter().map(|f| f.tgid).collect();
-            (match_files(&files, &own_fds), Some(seen))
-        }
+    let can_ptrace = has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?;
+    match task_files() {
+        Ok(files) => Ok(Interlock {
+            holders: match_files(&files, &own_fds),
+            unreadable: Vec::new(),
+            can_ptrace,
+        }),
         Err(e) => {
+            drop(own);
             logging::log(
                 Level::Info,
                 &format!("task_file iterator unavailable ({e}); reading /proc"),
             );
-            (Vec::new(), None)
-        }
-    };
-    drop(own);
-    let procs = held_bpf_fds(|pid| seen.as_ref().is_some_and(|s| s.contains(&pid)))
-        .context("reading /proc/<pid>/fd")?;
-    for h in match_holders(&procs.held, steps) {
-        if !holders.iter().any(|x| x.pid == h.pid) {
-            holders.push(h);
+            let procs = held_bpf_fds().context("reading /proc/<pid>/fd")?;
+            Ok(Interlock {
+                holders: match_holders(&procs.held, steps),
+                unreadable: procs
+                    .unreadable
+                    .into_iter()
+                    .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
+                    .collect(),
+                can_ptrace,
+            })
         }
     }
-    holders.sort_by_key(|h| h.pid);
-    Ok(Interlock {
-        can_ptrace: has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?,
-        holders,
-        unreadable: procs
-            .unreadable
-            .into_iter()
-            .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
-            .collect(),
-    })
 }
 
 /// Holders from the iterator's records: `own` are this process's fds on the objects.

@@ -302,10 +302,10 @@ fn comm_of(base: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Every bpf fd held by a process other than this one and those `skip` names. The fd symlink says whether an fd is a
+/// Every bpf fd held by a process other than this one. The fd symlink says whether an fd is a
 /// bpf object (cheap), so fdinfo is only read for those. Processes that exit meanwhile are
 /// skipped; processes that cannot be inspected are listed, never silently passed over.
-pub fn held_bpf_fds(skip: impl Fn(u32) -> bool) -> io::Result<ProcScan> {
+pub fn held_bpf_fds() -> io::Result<ProcScan> {
     let me = std::process::id();
     let mut scan = ProcScan::default();
     for entry in fs::read_dir("/proc")? {
@@ -317,7 +317,7 @@ pub fn held_bpf_fds(skip: impl Fn(u32) -> bool) -> io::Result<ProcScan> {
         else {
             continue;
         };
-        if pid == me || skip(pid) {
+        if pid == me {
             continue;
         }
         let base = entry.path();
