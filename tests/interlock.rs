@@ -6,19 +6,25 @@ use common::*;
 use plant::CONNECT6;
 use progs::SOCK_ADDR;
 
-#[test]
-fn a_live_holder_refuses_the_sweep_until_forced() {
-    let Some(sb) = sandbox("interlock") else {
-        return;
-    };
+/// A stale node where this test process holds an unpinned Calico link in a pod cgroup, as a
+/// running Felix would; with the snapshot taken before any sweep.
+fn stale_node_with_live_holder(test: &str) -> Option<(Sandbox, std::os::fd::OwnedFd, Snapshot)> {
+    let sb = sandbox(test)?;
     plant::calico_host(&sb.bpffs.path, &sb.cgroup.path).unwrap();
-    // This test process holds an unpinned Calico link, as a running Felix would.
     let pod = sb.cgroup.child("pod").unwrap();
     let held = plant::link(&pod, SOCK_ADDR, "calico_connect_v6", CONNECT6, None, false)
         .unwrap()
         .expect("an unpinned link comes back as an fd");
     sb.set_mode(Some("iptables")).unwrap();
     let before = sb.snapshot();
+    Some((sb, held, before))
+}
+
+#[test]
+fn a_live_holder_refuses_the_sweep_until_forced() {
+    let Some((sb, held, before)) = stale_node_with_live_holder("interlock") else {
+        return;
+    };
 
     let out = guard_ok(&sb, &["sweep"], 1);
     let me = std::process::id().to_string();
@@ -54,17 +60,10 @@ fn a_live_holder_refuses_the_sweep_until_forced() {
 /// one); the kernel's task_file iterator does not, so the guard still sees the holder.
 #[test]
 fn a_more_privileged_holder_is_seen_without_ptrace() {
-    let Some(sb) = sandbox("interlock-ptrace") else {
+    // This test process has every capability; the guard below lacks CAP_SYS_PTRACE.
+    let Some((sb, held, before)) = stale_node_with_live_holder("interlock-ptrace") else {
         return;
     };
-    plant::calico_host(&sb.bpffs.path, &sb.cgroup.path).unwrap();
-    let pod = sb.cgroup.child("pod").unwrap();
-    // This test process has every capability; the guard below lacks CAP_SYS_PTRACE.
-    let held = plant::link(&pod, SOCK_ADDR, "calico_connect_v6", CONNECT6, None, false)
-        .unwrap()
-        .expect("an unpinned link comes back as an fd");
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
     let without_ptrace = |args: &[&str]| {
         std::process::Command::new("nsenter")
             .arg(format!("--net={}", sb.netns().path().display()))

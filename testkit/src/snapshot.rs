@@ -17,18 +17,17 @@ use crate::sandbox::Sandbox;
 
 pub type Snapshot = BTreeSet<String>;
 
-const CGROUP_HOOKS: [(u32, &str); 10] = [
-    (bpf::ATTACH_INET4_CONNECT, "connect4"),
-    (bpf::ATTACH_INET6_CONNECT, "connect6"),
-    (bpf::ATTACH_UDP4_SENDMSG, "sendmsg4"),
-    (bpf::ATTACH_UDP6_SENDMSG, "sendmsg6"),
-    (bpf::ATTACH_UDP4_RECVMSG, "recvmsg4"),
-    (bpf::ATTACH_UDP6_RECVMSG, "recvmsg6"),
-    (progs::ATTACH_INGRESS, "ingress"),
-    (progs::ATTACH_EGRESS, "egress"),
-    (progs::ATTACH_DEVICE, "device"),
-    (libbpf_sys::BPF_CGROUP_SOCK_OPS, "sock_ops"),
-];
+/// The guard's six sock_addr hooks, and the hooks other tools use on the same cgroups.
+fn cgroup_hooks() -> impl Iterator<Item = (u32, &'static str)> {
+    calico_bpf_guard::inventory::CGROUP_HOOKS
+        .into_iter()
+        .chain([
+            (progs::ATTACH_INGRESS, "ingress"),
+            (progs::ATTACH_EGRESS, "egress"),
+            (progs::ATTACH_DEVICE, "device"),
+            (libbpf_sys::BPF_CGROUP_SOCK_OPS, "sock_ops"),
+        ])
+}
 
 fn prog_name(id: u32) -> String {
     bpf::fd_by_id(IdSpace::Prog, id)
@@ -45,7 +44,7 @@ pub fn cgroups(root: &Path) -> Result<Snapshot> {
         let f = fs::File::open(&dir)?;
         let rel = dir.strip_prefix(root).unwrap_or(&dir).display().to_string();
         let rel = if rel.is_empty() { ".".to_string() } else { rel };
-        for (hook, hook_name) in CGROUP_HOOKS {
+        for (hook, hook_name) in cgroup_hooks() {
             let q = bpf::query(Target::Fd(f.as_fd()), hook)
                 .with_context(|| format!("query {hook_name} {}", dir.display()))?;
             let how = match q.slot_flags {
