@@ -204,6 +204,11 @@ impl Node {
                 Ok((name, idx))
             })
             .collect::<Result<_>>()?;
+        // Each pod's cgroup and its container's, as kubelet makes them: the guard walks every
+        // cgroup under its roots, and a real node has them by the hundred.
+        for i in 0..n {
+            sb.cgroup.child(&format!("kubepods/pod{i:04}/c{i:04}"))?;
+        }
         let node = Node {
             sb,
             _pods: pods,
@@ -735,12 +740,12 @@ fn kernel_floor(node: &Node) -> Result<Floor> {
 
 /// What one read-only scan of this node costs the kernel, timed in-process as a block: every
 /// program's and link's info (ownership is by program name and type, and program ids are
-/// machine-wide), the six cgroup hooks, each Calico pin opened and identified, one link and one
+/// machine-wide), the six hooks of every cgroup, each Calico pin opened and identified, one link and one
 /// qdisc dump, and per interface the two filter dumps (tc) or two tcx queries. A sweep reads
 /// once, writes, and reads again to verify.
 fn read_floor(node: &Node) -> Result<Duration> {
     let bpffs = node.bpffs().to_path_buf();
-    let cgdir = fs::File::open(node.cgroup())?;
+    let cgroot = node.cgroup().to_path_buf();
     let variant = node.variant;
     node.sb.netns().enter(move || {
         let gone = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOENT);
@@ -757,8 +762,18 @@ fn read_floor(node: &Node) -> Result<Duration> {
                 _ => {}
             }
         }
-        for (_, hook) in plant::CTLB {
-            bpf::query(Target::Fd(cgdir.as_fd()), hook)?;
+        let mut cgroups = vec![cgroot.clone()];
+        while let Some(dir) = cgroups.pop() {
+            let f = fs::File::open(&dir)?;
+            for (_, hook) in plant::CTLB {
+                bpf::query(Target::Fd(f.as_fd()), hook)?;
+            }
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    cgroups.push(e.path());
+                }
+            }
         }
         let mut stack = vec![
             bpffs.join("ctlb"),
