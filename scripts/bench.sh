@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (it mounts bpffs and creates cgroups and network namespaces)" >&2; exit 1; }
 scripts/install-deps.sh bench
+# Peak RSS comes from GNU time (Debian's `time` package), which a minimal image lacks.
+[ -x /usr/bin/time ] || { echo "bench: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 cargo build --release --workspace --quiet
 
 # Sandboxes are named cbg-<tag>-<pid>-<n> after the process that made them. The bench removes

@@ -738,22 +738,45 @@ fn kernel_floor(node: &Node) -> Result<Floor> {
     })
 }
 
-/// What one read-only scan of this node costs the kernel, timed in-process as a block: every
-/// program's and link's info (ownership is by program name and type, and program ids are
-/// machine-wide), the six hooks of every cgroup, each Calico pin opened and identified, one link and one
-/// qdisc dump, and per interface the two filter dumps (tc) or two tcx queries. A sweep reads
-/// once, writes, and reads again to verify.
-fn read_floor(node: &Node) -> Result<Duration> {
+/// What one read-only scan of this node costs the kernel, timed in-process: every program's
+/// info (ownership is by program name and type, and program ids are machine-wide) and every
+/// link's; then only what those programs call for, as any careful scanner would: the six hooks
+/// of every cgroup when a Calico connect-time program is loaded, and the link and qdisc dumps
+/// with two filter dumps (tc) or two tcx queries per interface when a Calico tc program is;
+/// and each pin in Calico's bpffs places, opened and identified. A sweep reads, writes, and
+/// reads again to verify, when little is left.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reads {
+    programs: Duration,
+    cgroups: Duration,
+    pins: Duration,
+    network: Duration,
+}
+
+impl Reads {
+    fn total(&self) -> Duration {
+        self.programs + self.cgroups + self.pins + self.network
+    }
+}
+
+fn read_floor(node: &Node) -> Result<Reads> {
     let bpffs = node.bpffs().to_path_buf();
     let cgroot = node.cgroup().to_path_buf();
     let variant = node.variant;
     node.sb.netns().enter(move || {
+        let mut r = Reads::default();
         let gone = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOENT);
-        let t0 = Instant::now();
+        let calico = |n: &str| n.starts_with("cali_") || n.starts_with("calico_");
+        let (mut ctlb, mut tc) = (false, false);
+        let t = Instant::now();
         for id in bpf::ids(IdSpace::Prog)? {
             match bpf::fd_by_id(IdSpace::Prog, id).and_then(|fd| bpf::prog_info(fd.as_fd())) {
+                Ok(p) => {
+                    ctlb |= p.prog_type == progs::SOCK_ADDR && calico(&p.name);
+                    tc |= p.prog_type == progs::SCHED_CLS && calico(&p.name);
+                }
                 Err(e) if !gone(&e) => return Err(e.into()),
-                _ => {}
+                Err(_) => {}
             }
         }
         for id in bpf::ids(IdSpace::Link)? {
@@ -762,7 +785,10 @@ fn read_floor(node: &Node) -> Result<Duration> {
                 _ => {}
             }
         }
-        let mut cgroups = vec![cgroot.clone()];
+        r.programs = t.elapsed();
+
+        let t = Instant::now();
+        let mut cgroups = if ctlb { vec![cgroot] } else { Vec::new() };
         while let Some(dir) = cgroups.pop() {
             let f = fs::File::open(&dir)?;
             for (_, hook) in plant::CTLB {
@@ -775,6 +801,9 @@ fn read_floor(node: &Node) -> Result<Duration> {
                 }
             }
         }
+        r.cgroups = t.elapsed();
+
+        let t = Instant::now();
         let mut stack = vec![
             bpffs.join("ctlb"),
             bpffs.join("tc/globals"),
@@ -798,35 +827,40 @@ fn read_floor(node: &Node) -> Result<Duration> {
                 }
             }
         }
+        r.pins = t.elapsed();
+
+        let t = Instant::now();
         let mut rtnl = Rtnl::open()?;
-        let links = rtnl.links()?;
-        let clsact: Vec<u32> = rtnl
-            .qdiscs()?
-            .into_iter()
-            .filter(|q| q.kind == "clsact")
-            .map(|q| q.ifindex)
-            .collect();
-        match variant {
-            Variant::Tc => {
-                for idx in clsact {
-                    for parent in [plant::INGRESS, plant::EGRESS] {
-                        rtnl.filters(idx, parent)?;
+        if tc {
+            let links = rtnl.links()?;
+            match variant {
+                Variant::Tc => {
+                    for q in rtnl.qdiscs()?.into_iter().filter(|q| q.kind == "clsact") {
+                        for parent in [plant::INGRESS, plant::EGRESS] {
+                            rtnl.filters(q.ifindex, parent)?;
+                        }
+                    }
+                }
+                Variant::Tcx => {
+                    for l in &links {
+                        for hook in [plant::TCX_INGRESS, plant::TCX_EGRESS] {
+                            bpf::query(Target::Ifindex(l.ifindex), hook)?;
+                        }
                     }
                 }
             }
-            Variant::Tcx => {
-                for l in &links {
-                    for hook in [plant::TCX_INGRESS, plant::TCX_EGRESS] {
-                        bpf::query(Target::Ifindex(l.ifindex), hook)?;
-                    }
-                }
-            }
+        } else {
+            rtnl.link_by_name("bpfin.cali")?;
         }
-        Ok(t0.elapsed())
+        r.network = t.elapsed();
+        Ok(r)
     })
 }
 
 /// Medians of a no-op `sweep` (clean node, eBPF off) and of /bin/true, from hyperfine.
+/// hyperfine runs one command's runs and then the other's, so a change in the machine's load
+/// (it is shared) lands on one of them: three rounds, in alternating order, and the median of
+/// each command's medians.
 fn noop(guard: &Path, runs: usize) -> Result<Noop> {
     let sb = Sandbox::new("bench", guard)?;
     let programs = bpf::ids(IdSpace::Prog)?.len();
@@ -834,31 +868,44 @@ fn noop(guard: &Path, runs: usize) -> Result<Noop> {
     let json = sb.dir.path.join("hyperfine.json");
     let sweep = format!("{} --config {} sweep", guard.display(), sb.config.display());
     let runs = runs.to_string();
-    sb.netns().enter(|| {
-        let out = Command::new("hyperfine")
-            .args(["-N", "--warmup", "20", "--runs", &runs, "--export-json"])
-            .arg(&json)
-            .arg(&sweep)
-            .arg("/bin/true")
-            .stdin(Stdio::null())
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "hyperfine failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    })?;
-    let v: Value = serde_json::from_slice(&fs::read(&json)?)?;
-    let med = |i: usize| {
-        v["results"][i]["median"]
-            .as_f64()
-            .map(|s| s * 1e3)
-            .context("no median in hyperfine's JSON")
-    };
+    let (mut sweeps, mut trues) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        check_stop()?;
+        let order = if round % 2 == 0 {
+            [sweep.as_str(), "/bin/true"]
+        } else {
+            ["/bin/true", sweep.as_str()]
+        };
+        sb.netns().enter(|| {
+            let out = Command::new("hyperfine")
+                .args(["-N", "--warmup", "20", "--runs", &runs, "--export-json"])
+                .arg(&json)
+                .args(order)
+                .stdin(Stdio::null())
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "hyperfine failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        })?;
+        let v: Value = serde_json::from_slice(&fs::read(&json)?)?;
+        for (i, cmd) in order.iter().enumerate() {
+            let m = v["results"][i]["median"]
+                .as_f64()
+                .context("no median in hyperfine's JSON")?
+                * 1e3;
+            if *cmd == "/bin/true" {
+                trues.push(m);
+            } else {
+                sweeps.push(m);
+            }
+        }
+    }
     Ok(Noop {
-        sweep_ms: med(0)?,
-        true_ms: med(1)?,
+        sweep_ms: median(sweeps),
+        true_ms: median(trues),
         programs,
     })
 }
@@ -881,8 +928,30 @@ struct Row {
     rss_kib: u64,
     syscalls: u64,
     manual: Option<(Duration, u64)>,
-    floor: Floor,
-    reads: Duration,
+    floors: Vec<FloorRun>,
+}
+
+/// One kernel-floor run: the reads of the planted node, the writes, the reads of the result.
+#[derive(Debug, Clone)]
+struct FloorRun {
+    before: Reads,
+    writes: Floor,
+    after: Reads,
+}
+
+impl FloorRun {
+    fn total(&self) -> Duration {
+        self.before.total() + self.writes.total() + self.after.total()
+    }
+}
+
+impl Row {
+    /// The floor run with the median total.
+    fn floor(&self) -> &FloorRun {
+        let mut by_total: Vec<&FloorRun> = self.floors.iter().collect();
+        by_total.sort_by_key(|f| f.total());
+        by_total[by_total.len() / 2]
+    }
 }
 
 fn measure(opts: &Opts, node: &Node) -> Result<Row> {
@@ -896,31 +965,43 @@ fn measure(opts: &Opts, node: &Node) -> Result<Row> {
         rss_kib: 0,
         syscalls: 0,
         manual: None,
-        floor: Floor::default(),
-        reads: Duration::ZERO,
+        floors: Vec::new(),
     };
+    // Guard and floor runs alternate, so both see the same machine: grace periods (every tcx
+    // detach waits for one) vary with load from run to run.
     for i in 0..opts.runs {
         node.replant()?;
         let (wall, kib) = guard_sweep(node, &opts.guard)?;
         node.expect_clean("the guard's sweep")?;
-        eprintln!("   sweep {}: {:.1} ms, {kib} KiB", i + 1, ms(wall));
         row.sweep_ms.push(ms(wall));
         row.rss_kib = row.rss_kib.max(kib);
+
+        node.replant()?;
+        let f = FloorRun {
+            before: read_floor(node)?,
+            writes: kernel_floor(node)?,
+            after: read_floor(node)?,
+        };
+        node.expect_clean("the kernel-floor run")?;
+        eprintln!(
+            "   run {}: sweep {:.1} ms, {kib} KiB; kernel: writes {:.1} ms, reads {:.1} ms before \
+             ({:.1} programs and links, {:.1} cgroups, {:.1} pins, {:.1} network), {:.1} ms after",
+            i + 1,
+            ms(wall),
+            ms(f.writes.total()),
+            ms(f.before.total()),
+            ms(f.before.programs),
+            ms(f.before.cgroups),
+            ms(f.before.pins),
+            ms(f.before.network),
+            ms(f.after.total()),
+        );
+        row.floors.push(f);
     }
     node.replant()?;
     row.syscalls = guard_syscalls(node, &opts.guard)?;
     node.expect_clean("the guard's sweep under strace")?;
     eprintln!("   syscalls: {}", row.syscalls);
-
-    node.replant()?;
-    row.reads = read_floor(node)?;
-    row.floor = kernel_floor(node)?;
-    node.expect_clean("the kernel-floor run")?;
-    eprintln!(
-        "   kernel floor: {:.1} ms writes, {:.1} ms reads",
-        ms(row.floor.total()),
-        ms(row.reads)
-    );
 
     if n <= opts.manual_max {
         node.replant()?;
@@ -946,7 +1027,7 @@ fn run(opts: &Opts) -> Result<()> {
     // kernel tears a namespace with a thousand interfaces down in the background, for seconds,
     // and that would land in the next node's timings.
     eprintln!("== no-op sweep on a clean node against /bin/true (hyperfine)");
-    let noop = noop(&opts.guard, 200)?;
+    let noop = noop(&opts.guard, 100)?;
     let mut rows = Vec::new();
     let mut nodes = Vec::new();
     for &variant in &opts.variants {
@@ -1027,11 +1108,11 @@ fn render(rows: &[Row], noop: &Noop) -> String {
             ""
         }
     );
-    s += "| node | Calico objects | guard `sweep` (median) | per interface | peak RSS | syscalls | manual bpftool + tc | guard vs manual | kernel floor | guard / floor |\n";
+    s += "| node | Calico objects | guard `sweep` (median) | per interface | peak RSS | syscalls | manual bpftool + tc | guard vs manual | kernel floor (writes) | guard / floor |\n";
     s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         let sweep = median(r.sweep_ms.clone());
-        let floor = ms(r.floor.total());
+        let floor = ms(r.floor().writes.total());
         let manual = match r.manual {
             Some((d, procs)) => (
                 format!("{:.1} s ({procs} processes)", d.as_secs_f64()),
@@ -1056,24 +1137,27 @@ fn render(rows: &[Row], noop: &Noop) -> String {
         );
     }
     s += "\nKernel floor by family (writes: each operation timed alone, in-process, and summed), \
-          and what one read-only scan of the same node costs the kernel. A sweep reads, writes, \
-          and reads again to verify, so writes + 2 × reads is what a sweep without any overhead \
-          of its own would take:\n\n";
-    s += "| node | cgroup detaches (6) | tc/tcx detaches | unlink + rmdir | bpfin.cali delete | writes | reads (one scan) | writes + 2 × reads | guard / that |\n";
-    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+          and what reading the node costs the kernel (timed in-process): a sweep reads, writes, \
+          and reads again to verify, so reads before + writes + reads after is what a sweep \
+          without any overhead of its own would take. Of the floor runs (one after each timed \
+          sweep), the one with the median total:\n\n";
+    s += "| node | cgroup detaches (6) | tc/tcx detaches | unlink + rmdir | bpfin.cali delete | writes | reads before | reads after | reads + writes | guard / that |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
-        let ideal = ms(r.floor.total() + 2 * r.reads);
+        let f = r.floor();
+        let ideal = ms(f.total());
         let _ = writeln!(
             s,
-            "| {} × {} | {:.2} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}× |",
+            "| {} × {} | {:.2} ms | {:.1} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}× |",
             r.n,
             r.variant.name(),
-            ms(r.floor.cgroup),
-            ms(r.floor.hooks),
-            ms(r.floor.pins),
-            ms(r.floor.device),
-            ms(r.floor.total()),
-            ms(r.reads),
+            ms(f.writes.cgroup),
+            ms(f.writes.hooks),
+            ms(f.writes.pins),
+            ms(f.writes.device),
+            ms(f.writes.total()),
+            ms(f.before.total()),
+            ms(f.after.total()),
             ideal,
             median(r.sweep_ms.clone()) / ideal
         );
@@ -1110,8 +1194,8 @@ fn render(rows: &[Row], noop: &Noop) -> String {
     let _ = writeln!(
         s,
         "\nNo-op `sweep` on a clean node (eBPF off, nothing to remove; {} BPF programs loaded on \
-         the machine), hyperfine median of 200: {:.2} ms; `/bin/true`: {:.2} ms; difference \
-         {:.2} ms.",
+         the machine), hyperfine, median of three rounds' medians of 100 runs: {:.2} ms; \
+         `/bin/true`: {:.2} ms; difference {:.2} ms.",
         noop.programs,
         noop.sweep_ms,
         noop.true_ms,
