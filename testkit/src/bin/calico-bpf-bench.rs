@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -793,6 +794,10 @@ fn read_floor(node: &Node) -> Result<Reads> {
             let f = fs::File::open(&dir)?;
             for (_, hook) in plant::CTLB {
                 bpf::query(Target::Fd(f.as_fd()), hook)?;
+            }
+            // cgroup2 directories link 2 plus one per child: leaves need no directory read.
+            if f.metadata()?.nlink() == 2 {
+                continue;
             }
             for e in fs::read_dir(&dir)? {
                 let e = e?;
