@@ -39,3 +39,4 @@ clean:
 	$(CARGO) clean
 
 -include packaging/packaging.mk
+-include bench/bench.mk

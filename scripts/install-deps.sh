@@ -7,7 +7,7 @@ what=${1:-test}
 build=(libelf-dev zlib1g-dev pkg-config gcc make)
 test=(iproute2 util-linux procps bpftool)
 package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man)
-bench=(hyperfine strace iproute2 bpftool)
+bench=(hyperfine strace iproute2 bpftool time)
 
 case "$what" in
   build) pkgs=("${build[@]}") ;;

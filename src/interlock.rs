@@ -129,6 +129,23 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
     }
 }
 
+/// A holder must still hold after a short wait: a tool that lists every program (bpftool, a
+/// second guard's scan) holds each fd for an instant, a live dataplane holds them for good.
+pub fn scan_settled(steps: &[Step]) -> Result<Interlock> {
+    let mut lock = scan(steps)?;
+    for _ in 0..2 {
+        if lock.holders.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let again = scan(steps)?;
+        lock.holders
+            .retain(|h| again.holders.iter().any(|a| a.pid == h.pid));
+        lock.unreadable = again.unreadable;
+    }
+    Ok(lock)
+}
+
 /// Holders from the iterator's records: `own` are this process's fds on the objects.
 pub fn match_files(files: &[TaskFile], own: &[(u32, ObjId)]) -> Vec<Holder> {
     let mut by_file: HashMap<(u64, u64), ObjId> = HashMap::new();

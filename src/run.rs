@@ -115,7 +115,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     }
     let mut refusal = None;
     if !steps.is_empty() {
-        let lock = interlock::scan(&steps)?;
+        let lock = interlock::scan_settled(&steps)?;
         refusal = lock.refusal();
         for u in &lock.unreadable {
             let w = format!("interlock cannot inspect {u}");
@@ -223,7 +223,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
     report.objects = steps.iter().map(|st| Row::new(st, None)).collect();
     if !steps.is_empty() {
         report.notes = notes::notes(&notes::gather());
-        match interlock::scan(&steps) {
+        match interlock::scan_settled(&steps) {
             Ok(lock) => {
                 report.warnings.extend(
                     lock.unreadable

@@ -237,11 +237,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// The inode number of a cgroup directory: the kernel's cgroup id, as cgroup links report it.
-pub fn inode(path: &Path) -> io::Result<u64> {
-    Ok(fs::metadata(path)?.ino())
-}
-
 /// Open a directory (a cgroup) for bpf queries and detaches.
 pub fn open_dir(path: &Path) -> io::Result<File> {
     OpenOptions::new()
