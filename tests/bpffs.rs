@@ -134,12 +134,9 @@ fn ctlb_dir_with_foreign_entries_stays() {
         false,
     )
     .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "cgroup . connect4 calico_connect_ multi",
             "pin ctlb/calico_connect_v4",

@@ -15,12 +15,9 @@ fn exclusive_attachments_are_detached() {
     for (name, hook) in CTLB {
         plant::attach(&sb.cgroup.path, SOCK_ADDR, name, hook, 0, true).unwrap();
     }
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "cgroup . connect4 calico_connect_ exclusive",
             "cgroup . sendmsg4 calico_sendmsg_ exclusive",
@@ -70,13 +67,10 @@ fn multi_attachments_leave_foreign_neighbours() {
         false,
     )
     .unwrap();
-    sb.set_mode(Some("nftables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
     // The CGROUP_SKB program named like Calico's stays: ownership is by type and name.
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "nftables",
         &[
             "cgroup . connect4 calico_connect_ multi",
             "cgroup . sendmsg4 calico_sendmsg_ multi",
@@ -156,12 +150,9 @@ fn nested_cgroups_are_walked() {
         false,
     )
     .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "cgroup kubepods/burstable/pod1 connect4 calico_connect_ multi",
             "cgroup system.slice/kubelet.service recvmsg4 calico_recvmsg_ exclusive",
@@ -189,12 +180,9 @@ fn legacy_programs_and_their_pins() {
         false,
     )
     .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "cgroup . connect4 cali_ctlb_v4 exclusive",
             "cgroup . sendmsg4 cali_ctlb_sendm exclusive",

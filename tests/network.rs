@@ -48,12 +48,9 @@ fn tcx_links_and_direct_attachments() {
             Ok(())
         })
         .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "tcx cali0tcx ingress cali_tc_preambl link",
             "tcx cali0tcx egress cali_tc_preambl link",
@@ -82,13 +79,10 @@ fn xdp_in_every_mode_and_through_links() {
             Ok(())
         })
         .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
     // The XDP link is detached; its pin outside Calico's places stays (defunct).
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "xdp ens-drv driver cali_xdp_preamb",
             "xdp ens-gen generic cali_xdp_preamb",
@@ -118,12 +112,9 @@ fn foreign_filters_and_qdisc_stay_on_a_calico_interface() {
             Ok(())
         })
         .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "tc cali9 ingress pref 49152 proto all cali_tc_preambl",
             "tc cali9 egress pref 7 proto ip calico_to_workl",
@@ -168,12 +159,9 @@ fn netkit_pin_family() {
             Ok(())
         })
         .unwrap();
-    sb.set_mode(Some("iptables")).unwrap();
-    let before = sb.snapshot();
-    guard_ok(&sb, &["sweep"], 0);
-    assert_removed_exactly(
-        &before,
-        &sb.snapshot(),
+    assert_sweep_removes(
+        &sb,
+        "iptables",
         &[
             "tcx calink0 ingress cali_tc_preambl link",
             "pin netkit/calink0_primary",

@@ -39,6 +39,14 @@ pub fn assert_removed_exactly(before: &Snapshot, after: &Snapshot, removed: &[&s
     );
 }
 
+/// Sweep with the mode file saying `dataplane`, and demand that exactly `removed` went.
+pub fn assert_sweep_removes(sb: &Sandbox, dataplane: &str, removed: &[&str]) {
+    sb.set_mode(Some(dataplane)).unwrap();
+    let before = sb.snapshot();
+    guard_ok(sb, &["sweep"], 0);
+    assert_removed_exactly(&before, &sb.snapshot(), removed);
+}
+
 pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
