@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::kernel::bpf::{self, IdSpace, LinkInfo, MapInfo, ObjKind, ProgInfo, Target};
+use crate::kernel::bpf::{self, Features, IdSpace, LinkInfo, MapInfo, ObjKind, ProgInfo, Target};
 use crate::kernel::fs::{self as kfs, FsKind};
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{Filter, NetIf, Rtnl, PARENT_EGRESS, PARENT_INGRESS};
@@ -101,6 +101,8 @@ pub struct HookAttachment {
 
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
+    /// What this kernel can have: a family it cannot have is not looked for.
+    pub features: Features,
     pub programs: BTreeMap<u32, ProgInfo>,
     pub scope: Scope,
     pub links: Vec<LinkInfo>,
@@ -133,15 +135,18 @@ impl Inventory {
 
 /// Scan everything the ownership rules can name.
 pub fn scan(roots: &Roots) -> Result<Inventory> {
+    // Programs first: without CAP_SYS_ADMIN that listing says so, plainly.
     let mut inv = Inventory {
         programs: programs()?,
+        features: bpf::features()
+            .context("probing the kernel's BPF features (needs CAP_NET_ADMIN)")?,
         ..Default::default()
     };
     inv.scope = Scope::of(inv.programs.values().map(|p| ProgFacts {
         prog_type: p.prog_type,
         name: &p.name,
     }));
-    if inv.scope != Scope::default() {
+    if inv.scope != Scope::default() && inv.features.link_ids {
         inv.links = links()?;
     }
     if inv.scope.cgroups {
@@ -417,13 +422,13 @@ fn scan_network(inv: &mut Inventory) -> Result<()> {
             inv.filters.extend(rtnl.filters(ifindex, parent)?);
         }
     }
-    let mut tcx = true;
+    let f = inv.features;
     for nif in &inv.netifs {
         let mut hooks: Vec<(u32, &str)> = Vec::new();
-        if tcx {
+        if f.tcx {
             hooks.extend(TCX_HOOKS);
         }
-        if nif.kind.as_deref() == Some("netkit") {
+        if f.netkit && nif.kind.as_deref() == Some("netkit") {
             hooks.extend(NETKIT_HOOKS);
         }
         for (attach_type, _) in hooks {
@@ -437,15 +442,7 @@ fn scan_network(inv: &mut Inventory) -> Result<()> {
                         prog_id: p.prog_id,
                         link_id: (p.link_id != 0).then_some(p.link_id),
                     })),
-                // A kernel before 6.6 has no tcx: stop asking.
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINVAL)
-                        && TCX_HOOKS.iter().any(|h| h.0 == attach_type) =>
-                {
-                    tcx = false;
-                    break;
-                }
-                Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) if is_gone(&e) => {}
                 Err(e) => {
                     return Err(anyhow::Error::new(e).context(format!(
                         "querying {} on {}",

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libbpf_sys as sys;
+use serde::Serialize;
 
 use super::check;
 
@@ -84,7 +85,8 @@ pub struct LinkInfo {
     pub target: LinkTarget,
 }
 
-/// One program in a query answer; `link_id` is 0 where the kernel does not report it (cgroups).
+/// One program in a query answer; `link_id` is 0 where the kernel does not report it (cgroups,
+/// and every hook before 6.6), `attach_flags` 0 before 6.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attached {
     pub prog_id: u32,
@@ -298,45 +300,163 @@ pub fn fd_kind(fd: BorrowedFd<'_>) -> io::Result<ObjKind> {
     })
 }
 
-/// Programs attached at one hook. Cgroup hooks hold at most 64 programs; tcx and netkit more,
-/// so the buffer grows when the kernel says it was too small (ENOSPC).
+/// What this kernel's bpf(2) knows, learned once per process. A kernel answers EINVAL to a
+/// query field or an attach type newer than itself (`BPF_PROG_QUERY`'s per-program flags came
+/// in 6.0, its link ids and tcx in 6.6, netkit in 6.7), so asking for everything would fail
+/// every query on 5.10 and 6.1. Each answer is probed, not read off the version: distribution
+/// kernels (RHEL's) carry backports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Features {
+    /// `BPF_PROG_QUERY` fills in each program's attach flags.
+    pub query_prog_flags: bool,
+    /// `BPF_PROG_QUERY` fills in link ids (tcx and netkit attachments made through a link).
+    pub query_link_ids: bool,
+    /// `BPF_LINK_GET_NEXT_ID` (5.8): links can be listed.
+    pub link_ids: bool,
+    /// tcx hooks (6.6).
+    pub tcx: bool,
+    /// netkit hooks (6.7, and only with CONFIG_NETKIT).
+    pub netkit: bool,
+}
+
+static FEATURES: OnceLock<Features> = OnceLock::new();
+
+/// This kernel's features; the first call probes (a handful of syscalls, microseconds).
+pub fn features() -> io::Result<Features> {
+    if let Some(f) = FEATURES.get() {
+        return Ok(*f);
+    }
+    let probed = probe()?;
+    Ok(*FEATURES.get_or_init(|| probed))
+}
+
+/// Which optional `BPF_PROG_QUERY` fields to ask for.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    prog_flags: bool,
+    link_ids: bool,
+}
+
+const NO_FIELDS: Fields = Fields {
+    prog_flags: false,
+    link_ids: false,
+};
+
+fn probe() -> io::Result<Features> {
+    // The kernel checks the fields it was given before it looks the target up: on fd -1 a
+    // query it accepts fails with EBADF, one with a field it does not know with EINVAL.
+    let no_fd = -1;
+    let flags = Fields {
+        prog_flags: true,
+        link_ids: false,
+    };
+    let query_prog_flags = knows(
+        "per-program query flags",
+        query_raw(no_fd, ATTACH_INET4_CONNECT, flags, 1),
+        &[libc::EBADF],
+    )?;
+    let query_link_ids = query_prog_flags
+        && knows(
+            "query link ids",
+            query_raw(
+                no_fd,
+                ATTACH_INET4_CONNECT,
+                Fields {
+                    prog_flags: true,
+                    link_ids: true,
+                },
+                1,
+            ),
+            &[libc::EBADF],
+        )?;
+    // An attach type the kernel does not know is EINVAL; one it knows, asked about interface 0
+    // (which never exists), is ENODEV.
+    let tcx = knows(
+        "tcx",
+        query_raw(0, ATTACH_TCX_INGRESS, NO_FIELDS, 1),
+        &[libc::ENODEV],
+    )?;
+    let netkit = knows(
+        "netkit",
+        query_raw(0, ATTACH_NETKIT_PRIMARY, NO_FIELDS, 1),
+        &[libc::ENODEV, libc::ENXIO],
+    )?;
+    let mut next = 0u32;
+    // SAFETY: plain syscall wrapper writing one u32.
+    let ret = unsafe { sys::bpf_link_get_next_id(0, &mut next) };
+    let link_ids = knows("link ids", check(ret), &[libc::ENOENT])?;
+    Ok(Features {
+        query_prog_flags,
+        query_link_ids,
+        link_ids,
+        tcx,
+        netkit,
+    })
+}
+
+/// A probe's answer: success or one of `yes` means the kernel knows the feature, EINVAL that it
+/// does not; anything else (EPERM without CAP_NET_ADMIN, say) is an error, never a "no".
+fn knows<T>(what: &str, ret: io::Result<T>, yes: &[i32]) -> io::Result<bool> {
+    match ret {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error().is_some_and(|n| yes.contains(&n)) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("probing the kernel for {what}: {e}"),
+        )),
+    }
+}
+
+/// Programs attached at one hook, asking for the optional fields this kernel knows. Cgroup
+/// hooks hold at most 64 programs; tcx and netkit more, so the buffer grows when the kernel
+/// says it was too small (ENOSPC).
 pub fn query(target: Target<'_>, attach_type: u32) -> io::Result<Query> {
+    let f = features()?;
+    let fields = Fields {
+        prog_flags: f.query_prog_flags,
+        link_ids: f.query_link_ids,
+    };
     let mut cap = 64usize;
     loop {
-        let mut prog_ids = vec![0u32; cap];
-        let mut prog_flags = vec![0u32; cap];
-        let mut link_ids = vec![0u32; cap];
-        // SAFETY: all-zero is the documented initial state of the opts struct.
-        let mut opts: sys::bpf_prog_query_opts = unsafe { zeroed() };
-        opts.sz = size_of::<sys::bpf_prog_query_opts>() as _;
-        opts.prog_ids = prog_ids.as_mut_ptr();
-        opts.prog_attach_flags = prog_flags.as_mut_ptr();
-        opts.link_ids = link_ids.as_mut_ptr();
-        opts.__bindgen_anon_1.count = cap as u32;
-        // SAFETY: the three buffers hold `cap` entries and outlive the call.
-        let ret = unsafe { sys::bpf_prog_query_opts(target.raw(), attach_type, &mut opts) };
-        match check(ret) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                cap *= 4;
-                continue;
-            }
-            Err(e) => return Err(e),
-            Ok(_) => {}
+        match query_raw(target.raw(), attach_type, fields, cap) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => cap *= 4,
+            other => return other,
         }
-        // SAFETY: the kernel wrote the count member.
-        let n = (unsafe { opts.__bindgen_anon_1.count } as usize).min(cap);
-        let progs = (0..n)
-            .map(|i| Attached {
-                prog_id: prog_ids[i],
-                link_id: link_ids[i],
-                attach_flags: prog_flags[i],
-            })
-            .collect();
-        return Ok(Query {
-            slot_flags: opts.attach_flags,
-            progs,
-        });
     }
+}
+
+fn query_raw(target: c_int, attach_type: u32, fields: Fields, cap: usize) -> io::Result<Query> {
+    let mut prog_ids = vec![0u32; cap];
+    let mut prog_flags = vec![0u32; if fields.prog_flags { cap } else { 0 }];
+    let mut link_ids = vec![0u32; if fields.link_ids { cap } else { 0 }];
+    // SAFETY: all-zero is the documented initial state of the opts struct; a null buffer
+    // pointer leaves that field zero in the syscall, which every kernel accepts.
+    let mut opts: sys::bpf_prog_query_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_query_opts>() as _;
+    opts.prog_ids = prog_ids.as_mut_ptr();
+    if fields.prog_flags {
+        opts.prog_attach_flags = prog_flags.as_mut_ptr();
+    }
+    if fields.link_ids {
+        opts.link_ids = link_ids.as_mut_ptr();
+    }
+    opts.__bindgen_anon_1.count = cap as u32;
+    // SAFETY: each buffer given holds `cap` entries and outlives the call.
+    check(unsafe { sys::bpf_prog_query_opts(target, attach_type, &mut opts) })?;
+    // SAFETY: the kernel wrote the count member.
+    let n = (unsafe { opts.__bindgen_anon_1.count } as usize).min(cap);
+    let progs = (0..n)
+        .map(|i| Attached {
+            prog_id: prog_ids[i],
+            link_id: link_ids.get(i).copied().unwrap_or(0),
+            attach_flags: prog_flags.get(i).copied().unwrap_or(0),
+        })
+        .collect();
+    Ok(Query {
+        slot_flags: opts.attach_flags,
+        progs,
+    })
 }
 
 /// Detach one program from a hook, identified by its own fd.
