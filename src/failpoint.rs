@@ -1,7 +1,8 @@
 //! Fault injection into the real binary, for tests (cargo feature `failpoints`). Set with the
 //! `FAILPOINTS` environment variable, e.g. `FAILPOINTS='apply-step=return(tc filter)'` fails
 //! every step of that kind, `after-plan=sleep(500)` pauses between scan and apply so a test can
-//! make objects vanish. Without the feature both are no-ops the compiler removes.
+//! make objects vanish, `task-files=return` sends the interlock to its /proc fallback. Without
+//! the feature they are no-ops the compiler removes.
 
 use crate::plan::Step;
 
@@ -22,6 +23,21 @@ pub fn inject(step: &Step) -> Option<String> {
 
 #[cfg(not(feature = "failpoints"))]
 pub fn inject(_step: &Step) -> Option<String> {
+    None
+}
+
+/// An injected reason why the task_file iterator cannot be used (`task-files=return(why)`), so
+/// tests can reach the interlock's /proc fallback on a kernel that has the iterator.
+#[cfg(feature = "failpoints")]
+pub fn task_files_unavailable() -> Option<String> {
+    fail::fail_point!("task-files", |why: Option<String>| Some(
+        why.unwrap_or_else(|| "injected".into())
+    ));
+    None
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub fn task_files_unavailable() -> Option<String> {
     None
 }
 

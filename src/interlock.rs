@@ -42,15 +42,17 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// What the interlock saw: the processes holding objects of the plan, and the processes it
-/// could not inspect (each a sentence).
+/// What the interlock saw: the processes holding objects of the plan, the processes it could
+/// not inspect (each a sentence), and, when it could not see every process, why.
 #[derive(Debug, Default)]
 pub struct Interlock {
     pub holders: Vec<Holder>,
     pub unreadable: Vec<String>,
-    /// Without CAP_SYS_PTRACE the guard cannot read the fds of a process more privileged than
-    /// itself, which a live Felix is: it is blind by its own configuration.
-    pub can_ptrace: bool,
+    /// Set when the guard fell back to /proc without CAP_SYS_PTRACE. /proc then shows nothing
+    /// of a process more privileged than the guard (a live Felix is one): its fds are closed to
+    /// the guard, and under `ProtectProc=invisible` (the shipped unit) the process is not even
+    /// listed, so an empty answer would prove nothing.
+    pub blind: Option<String>,
 }
 
 impl Interlock {
@@ -61,14 +63,9 @@ impl Interlock {
                 "a running process holds Calico eBPF objects (a live eBPF dataplane)".into(),
             );
         }
-        if !self.unreadable.is_empty() && !self.can_ptrace {
-            return Some(format!(
-                "cannot tell whether an eBPF dataplane is live: {} process(es) could not be inspected ({}); the interlock needs CAP_SYS_PTRACE",
-                self.unreadable.len(),
-                self.unreadable.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
-            ));
-        }
-        None
+        self.blind
+            .as_ref()
+            .map(|why| format!("cannot tell whether an eBPF dataplane is live: {why}"))
     }
 }
 
@@ -79,7 +76,8 @@ impl Interlock {
 /// the guard opens its own fds on the plan's objects, so its own records say which file
 /// (`f_op`, `private_data`) each object is, and any other task with the same file holds it.
 /// Holder pids are the kernel's (initial pid namespace). On a kernel without BTF or task_file
-/// iterators, /proc is read instead, which needs CAP_SYS_PTRACE to see privileged processes.
+/// iterators (before 5.8), /proc is read instead, which sees privileged processes only with
+/// CAP_SYS_PTRACE: without it the interlock is blind and says so.
 pub fn scan(steps: &[Step]) -> Result<Interlock> {
     let wanted: BTreeSet<ObjId> = steps
         .iter()
@@ -102,12 +100,14 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
         .iter()
         .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
         .collect();
-    let can_ptrace = has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?;
-    match task_files() {
+    let files = match crate::failpoint::task_files_unavailable() {
+        Some(injected) => Err(std::io::Error::other(injected)),
+        None => task_files(),
+    };
+    match files {
         Ok(files) => Ok(Interlock {
             holders: match_files(&files, &own_fds),
-            unreadable: Vec::new(),
-            can_ptrace,
+            ..Interlock::default()
         }),
         Err(e) => {
             drop(own);
@@ -115,6 +115,8 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
                 Level::Info,
                 &format!("task_file iterator unavailable ({e}); reading /proc"),
             );
+            let can_ptrace =
+                has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?;
             let procs = held_bpf_fds().context("reading /proc/<pid>/fd")?;
             Ok(Interlock {
                 holders: match_holders(&procs.held, steps),
@@ -123,7 +125,12 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
                     .into_iter()
                     .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
                     .collect(),
-                can_ptrace,
+                blind: (!can_ptrace).then(|| {
+                    format!(
+                        "the task_file iterator is unavailable ({e}), and without CAP_SYS_PTRACE \
+                         /proc hides the processes more privileged than the guard"
+                    )
+                }),
             })
         }
     }
@@ -259,17 +266,21 @@ mod tests {
             comm: "felix".into(),
             holds: vec![ObjId::Prog(1)],
         };
+        let denied = || vec!["pid 9 (x): denied".to_string()];
+        let blind = || Some("no iterator, no CAP_SYS_PTRACE".to_string());
         let cases = [
-            (vec![], vec![], false, false),
-            (vec![holder.clone()], vec![], true, true),
-            (vec![], vec!["pid 9 (x): denied".to_string()], false, true),
-            (vec![], vec!["pid 9 (x): denied".to_string()], true, false),
+            (vec![], vec![], None, false),
+            (vec![holder.clone()], vec![], None, true),
+            (vec![], vec![], blind(), true),
+            (vec![], denied(), blind(), true),
+            // With CAP_SYS_PTRACE an unreadable process is one that exited meanwhile.
+            (vec![], denied(), None, false),
         ];
-        for (holders, unreadable, can_ptrace, refuse) in cases {
+        for (holders, unreadable, blind, refuse) in cases {
             let i = Interlock {
                 holders,
                 unreadable,
-                can_ptrace,
+                blind,
             };
             assert_eq!(i.refusal().is_some(), refuse, "{i:?}");
         }

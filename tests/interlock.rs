@@ -56,6 +56,33 @@ fn a_live_holder_refuses_the_sweep_until_forced() {
     drop(held);
 }
 
+/// The guard as the shipped unit runs it: CAP_SYS_ADMIN and CAP_NET_ADMIN, no CAP_SYS_PTRACE,
+/// and a /proc that lists only the processes it may ptrace. (`ProtectProc=invisible` alone
+/// still lists every process to group root, the proc mount's default `gid=`; with another
+/// `gid=` the privileged ones vanish: the strictest view the guard may be given.)
+fn guard_without_ptrace(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t proc -o hidepid=invisible,gid=65534 proc /proc && exec "$@""#)
+        .arg("sh")
+        .arg("nsenter")
+        .arg(format!("--net={}", sb.netns().path().display()))
+        .args([
+            "--",
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all,+sys_admin,+net_admin",
+            "--",
+        ])
+        .arg(GUARD)
+        .arg("--config")
+        .arg(&sb.config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// Without CAP_SYS_PTRACE, /proc hides the fds of a more privileged process (a live Felix is
 /// one); the kernel's task_file iterator does not, so the guard still sees the holder.
 #[test]
@@ -64,24 +91,7 @@ fn a_more_privileged_holder_is_seen_without_ptrace() {
     let Some((sb, held, before)) = stale_node_with_live_holder("interlock-ptrace") else {
         return;
     };
-    let without_ptrace = |args: &[&str]| {
-        std::process::Command::new("nsenter")
-            .arg(format!("--net={}", sb.netns().path().display()))
-            .args([
-                "--",
-                "setpriv",
-                "--inh-caps=-all",
-                "--bounding-set=-all,+sys_admin,+net_admin",
-                "--",
-            ])
-            .arg(GUARD)
-            .arg("--config")
-            .arg(&sb.config)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = without_ptrace(&["sweep"]);
+    let out = guard_without_ptrace(&sb, &["sweep"], &[]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let me = std::process::id().to_string();
     assert!(
@@ -93,7 +103,51 @@ fn a_more_privileged_holder_is_seen_without_ptrace() {
 
     // Closing the only fd on an unpinned link detaches it; the rest is swept.
     drop(held);
-    let out = without_ptrace(&["sweep", "--force"]);
+    let out = guard_without_ptrace(&sb, &["sweep", "--force"], &[]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let mut removed: Vec<&str> = plant::CALICO_HOST.to_vec();
+    removed.push("cgroup pod connect6 calico_connect_ multi");
+    assert_removed_exactly(&before, &sb.snapshot(), &removed);
+}
+
+/// Where the task_file iterator is missing (no BTF, or a kernel before 5.8) the interlock reads
+/// /proc. Without CAP_SYS_PTRACE that shows nothing of a privileged Felix (under the unit's
+/// `ProtectProc=invisible` not even its pid), so the guard refuses rather than see nobody; with
+/// CAP_SYS_PTRACE it finds the holder there.
+#[test]
+fn the_proc_fallback_refuses_when_it_cannot_see_every_process() {
+    let Some((sb, held, before)) = stale_node_with_live_holder("interlock-proc") else {
+        return;
+    };
+    let no_iterator = [("FAILPOINTS", "task-files=return(no task_file iterator)")];
+    let me = std::process::id().to_string();
+
+    // With CAP_SYS_PTRACE, /proc shows the holder.
+    let out = sb.guard_env(&["sweep"], &no_iterator);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("pid {me}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.snapshot(), before);
+
+    // Without it the holder is not even listed: the guard refuses, for it cannot see every
+    // process, not for what it saw.
+    let out = guard_without_ptrace(&sb, &["sweep"], &no_iterator);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 1, "{all}");
+    assert!(stdout(&out).contains("refused"), "{all}");
+    assert!(
+        all.contains("no task_file iterator") && all.contains("CAP_SYS_PTRACE"),
+        "{all}"
+    );
+    assert!(!all.contains(&format!("pid {me}")), "{all}");
+    assert_eq!(sb.snapshot(), before, "a refused sweep touches nothing");
+
+    // An operator who knows the node can still force it.
+    drop(held);
+    let out = guard_without_ptrace(&sb, &["sweep", "--force"], &no_iterator);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let mut removed: Vec<&str> = plant::CALICO_HOST.to_vec();
     removed.push("cgroup pod connect6 calico_connect_ multi");
