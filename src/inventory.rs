@@ -255,9 +255,13 @@ fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
     Ok(())
 }
 
-/// The six hooks of one cgroup; false when it went away meanwhile.
+/// The six hooks of one cgroup (those this kernel has); false when it went away meanwhile.
 fn query_cgroup(dir: &Path, f: &fs::File, cgroup_id: u64, inv: &mut Inventory) -> Result<bool> {
+    let recvmsg = [bpf::ATTACH_UDP4_RECVMSG, bpf::ATTACH_UDP6_RECVMSG];
     for (attach_type, hook) in CGROUP_HOOKS {
+        if !inv.features.udp_recvmsg && recvmsg.contains(&attach_type) {
+            continue;
+        }
         let q = match bpf::query(Target::Fd(f.as_fd()), attach_type) {
             Ok(q) => q,
             Err(e) if is_gone(&e) => return Ok(false),

@@ -313,6 +313,8 @@ pub struct Features {
     pub query_link_ids: bool,
     /// `BPF_LINK_GET_NEXT_ID` (5.8): links can be listed.
     pub link_ids: bool,
+    /// The cgroup recvmsg4/recvmsg6 hooks (5.2; older RHEL kernels may lack them).
+    pub udp_recvmsg: bool,
     /// tcx hooks (6.6).
     pub tcx: bool,
     /// netkit hooks (6.7, and only with CONFIG_NETKIT).
@@ -369,6 +371,11 @@ fn probe() -> io::Result<Features> {
             ),
             &[libc::EBADF],
         )?;
+    let udp_recvmsg = knows(
+        "the recvmsg cgroup hooks",
+        query_raw(no_fd, ATTACH_UDP4_RECVMSG, NO_FIELDS, 1),
+        &[libc::EBADF],
+    )?;
     // An attach type the kernel does not know is EINVAL; one it knows, asked about interface 0
     // (which never exists), is ENODEV.
     let tcx = knows(
@@ -389,6 +396,7 @@ fn probe() -> io::Result<Features> {
         query_prog_flags,
         query_link_ids,
         link_ids,
+        udp_recvmsg,
         tcx,
         netkit,
     })
@@ -633,6 +641,28 @@ pub fn route_libbpf_prints(sink: fn(u32, &str)) {
         // SAFETY: the trampoline is a valid callback for the process lifetime.
         unsafe {
             sys::libbpf_set_print(Some(print_trampoline));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_answers_yes_no_or_error() {
+        let err = |n| Err::<(), _>(io::Error::from_raw_os_error(n));
+        let cases: [(io::Result<()>, Option<bool>); 5] = [
+            (Ok(()), Some(true)),
+            (err(libc::EBADF), Some(true)),
+            (err(libc::EINVAL), Some(false)),
+            // Not allowed to ask is not "no": the caller must hear it.
+            (err(libc::EPERM), None),
+            (err(libc::ENODEV), None),
+        ];
+        for (ret, want) in cases {
+            let got = knows("x", ret, &[libc::EBADF]);
+            assert_eq!(got.as_ref().ok().copied(), want, "{got:?}");
         }
     }
 }
