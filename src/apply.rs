@@ -149,7 +149,9 @@ impl Ctx {
                     Err(e) => Err(e),
                 }
             }
-            Action::DetachLink { link_id } => self.detach_link(*link_id),
+            Action::DetachLink { link_id } | Action::DetachHookLink { link_id } => {
+                self.detach_link(*link_id)
+            }
             Action::DetachHook {
                 ifindex,
                 attach_type,

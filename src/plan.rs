@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::inventory::{hook_name, Inventory, PinnedObject};
+use crate::inventory::{hook_name, Inventory, PinnedObject, NETKIT_HOOKS};
 use crate::kernel::bpf::{LinkTarget, F_ALLOW_MULTI};
 use crate::kernel::netlink::{Filter, XdpMode, PARENT_INGRESS};
 use crate::ownership::{self, PinnedFacts, Place, ProgFacts};
@@ -24,6 +24,11 @@ pub enum Action {
         exclusive: bool,
     },
     DetachLink {
+        link_id: u32,
+    },
+    /// A tcx or netkit link: detached like any link, but the kernel waits for an RCU grace
+    /// period before the detach returns (see `Step::waits_for_grace_period`).
+    DetachHookLink {
         link_id: u32,
     },
     /// A tcx or netkit attachment made without a link.
@@ -80,6 +85,7 @@ impl Step {
         match self.action {
             Action::DetachCgroup { .. }
             | Action::DetachLink { .. }
+            | Action::DetachHookLink { .. }
             | Action::DetachHook { .. }
             | Action::DetachXdp { .. }
             | Action::DeleteFilter { .. } => 0,
@@ -87,6 +93,18 @@ impl Step {
             Action::RemoveDir { .. } => 2,
             Action::DeleteDevice { .. } => 3,
         }
+    }
+}
+
+impl Step {
+    /// A tcx or netkit detach: the kernel swaps the device's program array and waits for an RCU
+    /// grace period (synchronize_rcu, under rtnl) before it returns, about 8 ms each, one after
+    /// another. `expedite` shortens that wait for a sweep with many of them.
+    pub fn waits_for_grace_period(&self) -> bool {
+        matches!(
+            self.action,
+            Action::DetachHook { .. } | Action::DetachHookLink { .. }
+        )
     }
 }
 
@@ -107,12 +125,26 @@ impl Builder<'_> {
             .unwrap_or_default()
     }
 
-    fn detach_link(&mut self, link_id: u32, prog_id: u32, location: String, reason: &'static str) {
+    /// `target` says which action detaches it: tcx and netkit links wait for a grace period.
+    fn detach_link(
+        &mut self,
+        link_id: u32,
+        prog_id: u32,
+        target: &LinkTarget,
+        location: String,
+        reason: &'static str,
+    ) {
         if !self.detached_links.insert(link_id) {
             return;
         }
+        let action = match target {
+            LinkTarget::Tcx { .. } | LinkTarget::Netkit { .. } => {
+                Action::DetachHookLink { link_id }
+            }
+            _ => Action::DetachLink { link_id },
+        };
         self.steps.push(Step {
-            action: Action::DetachLink { link_id },
+            action,
             kind: "link",
             id: Some(link_id),
             name: self.prog_name(prog_id),
@@ -144,7 +176,11 @@ impl Builder<'_> {
             });
             if let Some(link_id) = link {
                 let at = format!("cgroup {} {hook} (link {link_id})", a.cgroup.display());
-                self.detach_link(link_id, a.prog_id, at, reason);
+                let target = LinkTarget::Cgroup {
+                    cgroup_id: a.cgroup_id,
+                    attach_type: a.attach_type,
+                };
+                self.detach_link(link_id, a.prog_id, &target, at, reason);
                 continue;
             }
             let exclusive = a.slot_flags & F_ALLOW_MULTI == 0;
@@ -201,7 +237,20 @@ impl Builder<'_> {
             let at = format!("{} {}", h.ifname, hook_name(h.attach_type));
             match h.link_id {
                 Some(link_id) => {
-                    self.detach_link(link_id, h.prog_id, format!("{at} (link {link_id})"), reason)
+                    let (ifindex, attach_type) = (h.ifindex, h.attach_type);
+                    let target = if NETKIT_HOOKS.iter().any(|(t, _)| *t == attach_type) {
+                        LinkTarget::Netkit {
+                            ifindex,
+                            attach_type,
+                        }
+                    } else {
+                        LinkTarget::Tcx {
+                            ifindex,
+                            attach_type,
+                        }
+                    };
+                    let at = format!("{at} (link {link_id})");
+                    self.detach_link(link_id, h.prog_id, &target, at, reason)
                 }
                 None => self.steps.push(Step {
                     action: Action::DetachHook {
@@ -232,7 +281,8 @@ impl Builder<'_> {
                 let ifindex = nif.ifindex;
                 match self.link_for(prog_id, |t| *t == LinkTarget::Xdp { ifindex }) {
                     Some(link_id) => {
-                        self.detach_link(link_id, prog_id, format!("{at} (link {link_id})"), reason)
+                        let at = format!("{at} (link {link_id})");
+                        self.detach_link(link_id, prog_id, &LinkTarget::Xdp { ifindex }, at, reason)
                     }
                     None => self.steps.push(Step {
                         action: Action::DetachXdp {
@@ -297,6 +347,7 @@ impl Builder<'_> {
                     self.detach_link(
                         l.id,
                         l.prog_id,
+                        &l.target,
                         format!("pinned at {}", pin.path.display()),
                         reason,
                     );
@@ -473,6 +524,7 @@ mod tests {
                         exclusive: false, ..
                     } => "detach-multi".to_string(),
                     Action::DetachLink { link_id } => format!("detach-link {link_id}"),
+                    Action::DetachHookLink { link_id } => format!("detach-hook-link {link_id}"),
                     Action::DetachHook { .. } => "detach-hook".to_string(),
                     Action::DetachXdp { mode, .. } => format!("detach-xdp {mode:?}"),
                     Action::DeleteFilter { .. } => "delete-filter".to_string(),
@@ -704,18 +756,81 @@ mod tests {
                 link_id: Some(7),
             },
         ];
+        let steps = build(&i, &BTreeMap::new());
         assert_eq!(
-            tags(&build(&i, &BTreeMap::new())),
+            tags(&steps),
             [
                 t(
                     "delete-filter",
                     "cali1 egress pref 1 handle 0x1 protocol 0x0003"
                 ),
                 t("detach-hook", "cali1 tcx ingress"),
-                t("detach-link 6", "eth0 tcx ingress (link 6)"),
+                t("detach-hook-link 6", "eth0 tcx ingress (link 6)"),
                 t("detach-xdp Generic", "cali1 xdp (generic)"),
                 t("detach-link 8", "eth0 xdp (driver) (link 8)"),
                 t("delete-device", "this network namespace"),
+            ]
+        );
+        // Only the tcx detaches wait for grace periods.
+        let waits: Vec<bool> = steps.iter().map(Step::waits_for_grace_period).collect();
+        assert_eq!(waits, [false, true, true, false, false, false]);
+    }
+
+    #[test]
+    fn pinned_tcx_and_netkit_links_wait_for_grace_periods() {
+        let mut i = inv(&[(1, CLS, "cali_tc_preambl"), (2, SA, "calico_connect_")]);
+        let link = |id, target| {
+            PinnedObject::Link(LinkInfo {
+                id,
+                prog_id: if id == 3 { 2 } else { 1 },
+                target,
+            })
+        };
+        i.pins = vec![
+            pin(
+                "tcx/gone_ingress",
+                Place::Tcx,
+                link(
+                    1,
+                    LinkTarget::Tcx {
+                        ifindex: 9,
+                        attach_type: ATTACH_TCX_INGRESS,
+                    },
+                ),
+            ),
+            pin(
+                "netkit/gone_primary",
+                Place::Netkit,
+                link(
+                    2,
+                    LinkTarget::Netkit {
+                        ifindex: 9,
+                        attach_type: crate::kernel::bpf::ATTACH_NETKIT_PRIMARY,
+                    },
+                ),
+            ),
+            pin(
+                "ctlb/calico_connect_v6",
+                Place::Ctlb,
+                link(
+                    3,
+                    LinkTarget::Cgroup {
+                        cgroup_id: 1,
+                        attach_type: C4,
+                    },
+                ),
+            ),
+        ];
+        let waiting: Vec<String> = build(&i, &BTreeMap::new())
+            .iter()
+            .filter(|s| s.waits_for_grace_period())
+            .map(|s| s.location.clone())
+            .collect();
+        assert_eq!(
+            waiting,
+            [
+                "pinned at /b/tcx/gone_ingress",
+                "pinned at /b/netkit/gone_primary"
             ]
         );
     }
