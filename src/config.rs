@@ -11,6 +11,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/calico-bpf-guard/config.toml";
 pub const DEFAULT_MODE_FILE: &str = "/var/lib/calico-bpf-guard/mode.toml";
 pub const DEFAULT_LOCK_FILE: &str = "/run/calico-bpf-guard.lock";
 pub const DEFAULT_BPFFS_ROOTS: [&str; 2] = ["/sys/fs/bpf", "/var/run/calico/bpffs"];
+pub const DEFAULT_RCU_EXPEDITED_FILE: &str = "/sys/kernel/rcu_expedited";
+pub const DEFAULT_EXPEDITE_RECORD_FILE: &str = "/run/calico-bpf-guard.rcu_expedited";
 
 /// A file the guard refused to act on: exit 78, nothing touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,9 @@ struct Fragment {
     cgroup2_roots: Option<Vec<PathBuf>>,
     lock_file: Option<PathBuf>,
     log: Option<LogTarget>,
+    expedite_grace_periods: Option<bool>,
+    rcu_expedited_file: Option<PathBuf>,
+    expedite_record_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +112,13 @@ pub struct Settings {
     pub cgroup2_roots: Vec<PathBuf>,
     pub lock_file: PathBuf,
     pub log: LogTarget,
+    /// Expedite RCU grace periods while detaching tcx and netkit programs (see `expedite`).
+    pub expedite_grace_periods: bool,
+    /// The kernel's switch; a test points it at a file of its own.
+    pub rcu_expedited_file: PathBuf,
+    /// What the guard changed in `rcu_expedited_file`, kept until it is put back, so that the
+    /// next run can put it back after a crash or SIGKILL. Under /run: a reboot resets both.
+    pub expedite_record_file: PathBuf,
 }
 
 impl Default for Settings {
@@ -118,6 +130,9 @@ impl Default for Settings {
             cgroup2_roots: Vec::new(),
             lock_file: DEFAULT_LOCK_FILE.into(),
             log: LogTarget::Stderr,
+            expedite_grace_periods: true,
+            rcu_expedited_file: DEFAULT_RCU_EXPEDITED_FILE.into(),
+            expedite_record_file: DEFAULT_EXPEDITE_RECORD_FILE.into(),
         }
     }
 }
@@ -154,6 +169,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, InvalidInput> {
     if let Some(p) = &frag.lock_file {
         absolute("lock_file", p)?;
     }
+    if let Some(p) = &frag.rcu_expedited_file {
+        absolute("rcu_expedited_file", p)?;
+    }
+    if let Some(p) = &frag.expedite_record_file {
+        absolute("expedite_record_file", p)?;
+    }
     for p in frag.bpffs_roots.iter().flatten() {
         absolute("bpffs_roots", p)?;
     }
@@ -167,6 +188,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, InvalidInput> {
         cgroup2_roots: frag.cgroup2_roots.unwrap_or(defaults.cgroup2_roots),
         lock_file: frag.lock_file.unwrap_or(defaults.lock_file),
         log: frag.log.unwrap_or(defaults.log),
+        expedite_grace_periods: frag
+            .expedite_grace_periods
+            .unwrap_or(defaults.expedite_grace_periods),
+        rcu_expedited_file: frag
+            .rcu_expedited_file
+            .unwrap_or(defaults.rcu_expedited_file),
+        expedite_record_file: frag
+            .expedite_record_file
+            .unwrap_or(defaults.expedite_record_file),
     })
 }
 
@@ -192,6 +222,9 @@ bpffs_roots = ["/b"]
 cgroup2_roots = ["/c1", "/c2"]
 lock_file = "/run/l"
 log = "syslog"
+expedite_grace_periods = false
+rcu_expedited_file = "/tmp/rcu"
+expedite_record_file = "/run/r"
 "#)
         .unwrap();
         assert_eq!(
@@ -203,6 +236,9 @@ log = "syslog"
                 cgroup2_roots: vec!["/c1".into(), "/c2".into()],
                 lock_file: "/run/l".into(),
                 log: LogTarget::Syslog,
+                expedite_grace_periods: false,
+                rcu_expedited_file: "/tmp/rcu".into(),
+                expedite_record_file: "/run/r".into(),
             }
         );
     }
@@ -237,6 +273,18 @@ log = "syslog"
             (
                 "\ncgroup2_roots = [\"/ok\", \"x\"]\n",
                 "line 2, key `cgroup2_roots`: `x` is not an absolute path",
+            ),
+            (
+                "expedite_grace_periods = \"yes\"\n",
+                "line 1, key `expedite_grace_periods`: invalid type: string",
+            ),
+            (
+                "expedite_grace_periods = 1\n",
+                "line 1, key `expedite_grace_periods`: invalid type: integer",
+            ),
+            (
+                "expedite_record_file = \"run/r\"\n",
+                "line 1, key `expedite_record_file`: `run/r` is not an absolute path",
             ),
             ("mode_file = \n", "line 1"),
             ("[section]\nx = 1\n", "unknown field `section`"),

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod config;
 pub mod decide;
+pub mod expedite;
 pub mod failpoint;
 pub mod interlock;
 pub mod inventory;

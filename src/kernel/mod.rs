@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod fs;
 pub mod netlink;
+pub mod rcu;
 pub mod task_files;
 
 use std::io;
