@@ -24,11 +24,12 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Run every step in order. Consecutive filter deletes go to the kernel in batches: on a node
-/// with a thousand interfaces a round trip per filter costs as much as the deletes themselves.
-pub fn apply(steps: &[Step]) -> Vec<Outcome> {
+/// Run every step in order, handing each outcome to `done` as soon as it is known, so that the
+/// report and log follow the sweep instead of waiting for its end. Consecutive filter deletes
+/// go to the kernel in batches: on a node with a thousand interfaces a round trip per filter
+/// costs as much as the deletes themselves.
+pub fn apply(steps: &[Step], done: &mut dyn FnMut(&Step, Outcome)) {
     let mut ctx = Ctx { rtnl: None };
-    let mut out = Vec::with_capacity(steps.len());
     let mut rest = steps;
     while let Some(step) = rest.first() {
         let filters = rest
@@ -37,14 +38,16 @@ pub fn apply(steps: &[Step]) -> Vec<Outcome> {
             .take_while(|s| matches!(s.action, Action::DeleteFilter { .. }))
             .count();
         if filters > 1 {
-            out.extend(ctx.delete_filters(&rest[..filters]));
+            let batch = &rest[..filters];
+            for (st, o) in batch.iter().zip(ctx.delete_filters(batch)) {
+                done(st, o);
+            }
             rest = &rest[filters..];
         } else {
-            out.push(ctx.run(step));
+            done(step, ctx.run(step));
             rest = &rest[1..];
         }
     }
-    out
 }
 
 fn outcome(result: io::Result<Outcome>) -> Outcome {

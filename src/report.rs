@@ -1,6 +1,7 @@
 //! What the guard tells people and machines: a table, one JSON document, log lines, and the
-//! unit's status line. The same `Report` feeds all of them.
+//! unit's status line. The same `Report` and rows feed all of them, written as they come.
 
+use std::io::{BufWriter, StdoutLock, Write};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -47,145 +48,250 @@ pub struct Summary {
     pub failed: usize,
 }
 
+/// What is known before the first row: the header of every form of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub command: &'static str,
     pub mode_file: PathBuf,
     pub mode: Option<Mode>,
     pub ebpf: Ebpf,
-    /// What the guard decided and why, in one sentence.
-    pub decision: String,
     pub dry_run: bool,
-    pub objects: Vec<Row>,
     pub holders: Vec<Holder>,
     pub warnings: Vec<String>,
     /// What eBPF mode changed that the guard reports but does not change.
     pub notes: Vec<String>,
-    pub summary: Summary,
+}
+
+/// Where rows go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    /// Nothing on stdout: under the unit, stdout is the journal, where the log lines already
+    /// name every object.
+    Silent,
+}
+
+/// The report being written: header first, then one row at a time as the sweep produces them,
+/// then the decision and summary. Nothing is kept per row but the counts: on a node with
+/// thousands of Calico objects the whole report as text would cost megabytes.
+pub struct Writer<'a> {
+    report: &'a Report,
+    format: Format,
+    out: BufWriter<StdoutLock<'static>>,
+    /// Column widths of KIND, ID, NAME and WHERE, from the plan.
+    widths: [usize; 4],
+    rows: usize,
+    log_rows: bool,
+    summary: Summary,
+}
+
+const HEADERS: [&str; 5] = ["KIND", "ID", "NAME", "WHERE", "RESULT"];
+
+fn id_text(id: Option<u32>) -> String {
+    id.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
 }
 
 impl Report {
-    pub fn summarize(&mut self) {
-        let mut s = Summary::default();
-        for r in &self.objects {
-            match &r.outcome {
-                None => s.planned += 1,
-                Some(Outcome::Removed) => s.removed += 1,
-                Some(Outcome::AlreadyGone) => s.already_gone += 1,
-                Some(Outcome::Kept(_)) => s.kept += 1,
-                Some(Outcome::Failed(_)) => s.failed += 1,
-            }
+    /// Write the header. `planned` sizes the table's columns; `log_rows` logs every object
+    /// acted on, as it is.
+    pub fn start(&self, format: Format, log_rows: bool, planned: &[Step]) -> Writer<'_> {
+        let mut widths = [0; 4];
+        for (w, h) in widths.iter_mut().zip(HEADERS) {
+            *w = h.len();
         }
-        self.summary = s;
-    }
-
-    pub fn summary_line(&self) -> String {
-        let s = &self.summary;
-        // Nothing listed: the decision says it all ("clean", "cannot tell: …", "nothing to do").
-        if self.objects.is_empty() {
-            return self.decision.clone();
-        }
-        if self.command == "check" || self.dry_run || s.planned > 0 {
-            return format!("{}: {} Calico object(s) found", self.decision, s.planned);
-        }
-        format!(
-            "{}: {} removed, {} already gone, {} kept, {} failed",
-            self.decision, s.removed, s.already_gone, s.kept, s.failed
-        )
-    }
-
-    pub fn json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        let mode = match &self.mode {
-            Some(m) => {
-                let mut s = format!(
-                    "{} (eBPF {})",
-                    m.dataplane.name(),
-                    if m.dataplane.ebpf_on() { "on" } else { "off" }
-                );
-                if let Some(src) = &m.source {
-                    s += &format!(", source: {src}");
+        if format == Format::Table {
+            for st in planned {
+                let cells = [
+                    st.kind.chars().count(),
+                    id_text(st.id).len(),
+                    st.name.chars().count(),
+                    st.location.chars().count(),
+                ];
+                for (w, c) in widths.iter_mut().zip(cells) {
+                    *w = (*w).max(c);
                 }
-                s
             }
-            None => "no mode file".into(),
+        }
+        let mut w = Writer {
+            report: self,
+            format,
+            out: BufWriter::new(std::io::stdout().lock()),
+            widths,
+            rows: 0,
+            log_rows,
+            summary: Summary::default(),
         };
-        out += &format!("mode: {mode} [{}]\n", self.mode_file.display());
-        for w in &self.warnings {
-            out += &format!("warning: {w}\n");
-        }
-        for h in &self.holders {
-            out += &format!("live: {h}\n");
-        }
-        if !self.objects.is_empty() {
-            let headers = ["KIND", "ID", "NAME", "WHERE", "RESULT"];
-            let rows: Vec<[String; 5]> = self
-                .objects
-                .iter()
-                .map(|r| {
-                    [
-                        r.kind.to_string(),
-                        r.id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
-                        r.name.clone(),
-                        r.location.clone(),
-                        result_text(&r.outcome),
-                    ]
-                })
-                .collect();
-            let mut widths = headers.map(str::len);
-            for r in &rows {
-                for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.chars().count());
-                }
+        // A closed stdout must not stop a sweep: write errors are dropped here and below.
+        let _ = w.header(!planned.is_empty());
+        w
+    }
+}
+
+impl Writer<'_> {
+    fn header(&mut self, table: bool) -> std::io::Result<()> {
+        let r = self.report;
+        match self.format {
+            Format::Silent => {}
+            Format::Json => {
+                let out = &mut self.out;
+                write!(out, "{{\n  \"command\": ")?;
+                serde_json::to_writer(&mut *out, r.command)?;
+                write!(out, ",\n  \"mode_file\": ")?;
+                serde_json::to_writer(&mut *out, &r.mode_file)?;
+                write!(out, ",\n  \"mode\": ")?;
+                serde_json::to_writer(&mut *out, &r.mode)?;
+                write!(out, ",\n  \"ebpf\": ")?;
+                serde_json::to_writer(&mut *out, &r.ebpf)?;
+                write!(out, ",\n  \"dry_run\": {}", r.dry_run)?;
+                write!(out, ",\n  \"holders\": ")?;
+                serde_json::to_writer(&mut *out, &r.holders)?;
+                write!(out, ",\n  \"warnings\": ")?;
+                serde_json::to_writer(&mut *out, &r.warnings)?;
+                write!(out, ",\n  \"notes\": ")?;
+                serde_json::to_writer(&mut *out, &r.notes)?;
+                write!(out, ",\n  \"objects\": [")?;
             }
-            let line = |cells: [&str; 5]| {
-                let mut l = String::new();
-                for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-                    if i == 4 {
-                        l += c;
-                    } else {
-                        l += &format!("{c:<w$}  ");
+            Format::Table => {
+                let mode = match &r.mode {
+                    Some(m) => {
+                        let mut s = format!(
+                            "{} (eBPF {})",
+                            m.dataplane.name(),
+                            if m.dataplane.ebpf_on() { "on" } else { "off" }
+                        );
+                        if let Some(src) = &m.source {
+                            s += &format!(", source: {src}");
+                        }
+                        s
                     }
+                    None => "no mode file".into(),
+                };
+                writeln!(self.out, "mode: {mode} [{}]", r.mode_file.display())?;
+                for w in &r.warnings {
+                    writeln!(self.out, "warning: {w}")?;
                 }
-                l.trim_end().to_string() + "\n"
-            };
-            out += &line(headers);
-            for (r, row) in rows.iter().zip(&self.objects) {
-                out += &line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
-                out += &format!("    why: {}\n", row.why);
+                for h in &r.holders {
+                    writeln!(self.out, "live: {h}")?;
+                }
+                if table {
+                    self.line(HEADERS)?;
+                }
             }
         }
-        for n in &self.notes {
-            out += &format!("note: {n}\n");
-        }
-        out += &self.summary_line();
-        out.push('\n');
-        out
+        Ok(())
     }
 
-    /// One log line per object acted on, then the summary as the unit's status.
-    pub fn log(&self) {
-        for r in &self.objects {
-            let (level, verb) = match &r.outcome {
-                Some(Outcome::Removed) => (Level::Notice, "removed".to_string()),
-                Some(Outcome::AlreadyGone) => (Level::Info, "already gone".to_string()),
-                Some(Outcome::Kept(why)) => (Level::Info, format!("kept ({why})")),
-                Some(Outcome::Failed(e)) => (Level::Err, format!("FAILED to remove ({e})")),
-                None => continue,
-            };
-            let id = r.id.map(|i| format!(" {i}")).unwrap_or_default();
+    fn line(&mut self, cells: [&str; 5]) -> std::io::Result<()> {
+        let mut l = String::new();
+        for (c, w) in cells.iter().zip(self.widths) {
+            l += &format!("{c:<w$}  ");
+        }
+        l += cells[4];
+        writeln!(self.out, "{}", l.trim_end())
+    }
+
+    /// One object: logged (when it was acted on), written, counted.
+    pub fn row(&mut self, row: &Row) {
+        let s = &mut self.summary;
+        let acted = match &row.outcome {
+            None => {
+                s.planned += 1;
+                None
+            }
+            Some(Outcome::Removed) => {
+                s.removed += 1;
+                Some((Level::Notice, "removed".to_string()))
+            }
+            Some(Outcome::AlreadyGone) => {
+                s.already_gone += 1;
+                Some((Level::Info, "already gone".to_string()))
+            }
+            Some(Outcome::Kept(why)) => {
+                s.kept += 1;
+                Some((Level::Info, format!("kept ({why})")))
+            }
+            Some(Outcome::Failed(e)) => {
+                s.failed += 1;
+                Some((Level::Err, format!("FAILED to remove ({e})")))
+            }
+        };
+        if let (Some((level, verb)), true) = (acted, self.log_rows) {
+            let id = row.id.map(|i| format!(" {i}")).unwrap_or_default();
             logging::log(
                 level,
-                &format!("{verb}: {}{id} {} at {}", r.kind, r.name, r.location),
+                &format!("{verb}: {}{id} {} at {}", row.kind, row.name, row.location),
             );
         }
-        logging::log(Level::Notice, &self.summary_line());
-        logging::notify_status(&self.summary_line());
+        let _ = self.write_row(row);
+        self.rows += 1;
     }
+
+    fn write_row(&mut self, row: &Row) -> std::io::Result<()> {
+        match self.format {
+            Format::Silent => Ok(()),
+            Format::Json => {
+                let sep = if self.rows == 0 { "" } else { "," };
+                write!(self.out, "{sep}\n    ")?;
+                serde_json::to_writer(&mut self.out, row)?;
+                Ok(())
+            }
+            Format::Table => {
+                let id = id_text(row.id);
+                let result = result_text(&row.outcome);
+                self.line([row.kind, &id, &row.name, &row.location, &result])?;
+                writeln!(self.out, "    why: {}", row.why)
+            }
+        }
+    }
+
+    /// The decision and the counts; returns the summary line (for the log and the unit's status).
+    pub fn finish(mut self, decision: &str) -> (Summary, String) {
+        let line = summary_line(
+            self.report.command,
+            self.report.dry_run,
+            decision,
+            self.rows,
+            &self.summary,
+        );
+        let _ = self.trailer(decision, &line);
+        (self.summary, line)
+    }
+
+    fn trailer(&mut self, decision: &str, line: &str) -> std::io::Result<()> {
+        match self.format {
+            Format::Silent => {}
+            Format::Json => {
+                let close = if self.rows == 0 { "]" } else { "\n  ]" };
+                write!(self.out, "{close},\n  \"decision\": ")?;
+                serde_json::to_writer(&mut self.out, decision)?;
+                write!(self.out, ",\n  \"summary\": ")?;
+                serde_json::to_writer(&mut self.out, &self.summary)?;
+                writeln!(self.out, "\n}}")?;
+            }
+            Format::Table => {
+                for n in &self.report.notes {
+                    writeln!(self.out, "note: {n}")?;
+                }
+                writeln!(self.out, "{line}")?;
+            }
+        }
+        self.out.flush()
+    }
+}
+
+fn summary_line(command: &str, dry_run: bool, decision: &str, rows: usize, s: &Summary) -> String {
+    // Nothing listed: the decision says it all ("clean", "cannot tell: …", "nothing to do").
+    if rows == 0 {
+        return decision.to_string();
+    }
+    if command == "check" || dry_run || s.planned > 0 {
+        return format!("{decision}: {} Calico object(s) found", s.planned);
+    }
+    format!(
+        "{decision}: {} removed, {} already gone, {} kept, {} failed",
+        s.removed, s.already_gone, s.kept, s.failed
+    )
 }
 
 fn result_text(o: &Option<Outcome>) -> String {

@@ -1,7 +1,7 @@
 //! The commands, each one pass through the pipeline:
 //! config + mode → decide → inventory → ownership → plan → apply → report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -9,14 +9,15 @@ use anyhow::{bail, Context, Result};
 use crate::apply::{self, Outcome};
 use crate::config::Settings;
 use crate::decide::{decide, ebpf, Decision, Ebpf};
+use crate::expedite;
 use crate::interlock;
 use crate::inventory::{self, Inventory, Roots};
-use crate::kernel::fs::{lock_exclusive, stdout_is_journal};
+use crate::kernel::fs::{lock_exclusive, stdout_is_journal, Lock};
 use crate::logging::{self, Level};
 use crate::mode::{self, Dataplane, Mode};
 use crate::notes;
 use crate::plan::{self, Step};
-use crate::report::{Report, Row};
+use crate::report::{Format, Report, Row};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -43,52 +44,98 @@ fn roots(s: &Settings) -> Roots {
 /// Scan and plan; BTF names are looked up only for the programs the plan names.
 fn scan_and_plan(s: &Settings) -> Result<(Inventory, Vec<Step>, BTreeMap<u32, String>)> {
     let inv = inventory::scan(&roots(s))?;
-    let mut steps = plan::build(&inv, &BTreeMap::new());
-    let mut names = BTreeMap::new();
-    if !steps.is_empty() {
-        names = inventory::btf_names(plan::program_ids(&steps));
-        steps = plan::build(&inv, &names);
+    let steps = plan::build(&inv, &BTreeMap::new());
+    if steps.is_empty() {
+        return Ok((inv, steps, BTreeMap::new()));
     }
+    let ids = plan::program_ids(&steps);
+    // The named plan replaces this one: with thousands of steps, two at once cost megabytes.
+    drop(steps);
+    let names = inventory::btf_names(ids);
+    let steps = plan::build(&inv, &names);
     Ok((inv, steps, names))
 }
 
-fn new_report(command: &'static str, s: &Settings, mode: Option<Mode>) -> Report {
+fn new_report(command: &'static str, s: &Settings, mode: Option<Mode>, dry_run: bool) -> Report {
     Report {
         command,
         mode_file: s.mode_file.clone(),
         ebpf: ebpf(mode.as_ref(), s.on_missing_mode),
         mode,
-        decision: String::new(),
-        dry_run: false,
-        objects: Vec::new(),
+        dry_run,
         holders: Vec::new(),
         warnings: Vec::new(),
         notes: Vec::new(),
-        summary: Default::default(),
     }
 }
 
-fn emit(report: &mut Report, json: bool) {
-    report.summarize();
+fn format(report: &Report, json: bool) -> Format {
     if json {
-        println!("{}", report.json());
-    } else if !(report.command == "sweep" && !report.dry_run && stdout_is_journal()) {
+        Format::Json
+    } else if report.command == "sweep" && !report.dry_run && stdout_is_journal() {
         // Under the unit, stdout is the journal, where the log lines already name every object:
         // the table would say it all twice.
-        print!("{}", report.text());
+        Format::Silent
+    } else {
+        Format::Table
     }
+}
+
+/// A report of what the plan would do (dry run, check, a refused sweep), or of no plan at all.
+fn emit_planned(report: &Report, json: bool, steps: &[Step], decision: &str) -> String {
+    let mut w = report.start(format(report, json), false, steps);
+    for st in steps {
+        w.row(&Row::new(st, None));
+    }
+    w.finish(decision).1
+}
+
+fn take_lock(s: &Settings) -> Result<Lock> {
+    match lock_exclusive(&s.lock_file, LOCK_WAIT)
+        .with_context(|| format!("taking the lock {}", s.lock_file.display()))?
+    {
+        Some(l) => Ok(l),
+        None => bail!(
+            "another calico-bpf-guard held {} for {}s; not sweeping",
+            s.lock_file.display(),
+            LOCK_WAIT.as_secs()
+        ),
+    }
+}
+
+/// Apply the plan. With `expedite_grace_periods`, RCU grace periods are expedited from the
+/// first tcx/netkit detach to the last, when there are enough of them.
+fn apply_plan(s: &Settings, steps: &[Step], done: &mut dyn FnMut(&Step, Outcome)) {
+    let span = match s.expedite_grace_periods {
+        true => expedite::span(steps),
+        false => None,
+    };
+    let Some((span, detaches)) = span else {
+        return apply::apply(steps, done);
+    };
+    apply::apply(&steps[..span.start], done);
+    {
+        let _expedited = expedite::begin(s, detaches);
+        apply::apply(&steps[span.clone()], done);
+    }
+    apply::apply(&steps[span.end..], done);
 }
 
 pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
+    // A guard killed mid-sweep may have left grace periods expedited: put that back first,
+    // whatever this run then decides. Never in a dry run, which changes nothing.
+    if !opts.dry_run && expedite::left_behind(s) {
+        let _lock = take_lock(s)?;
+        expedite::recover(s);
+    }
     let mode = mode::read(&s.mode_file)?;
     let decision = decide(mode.as_ref(), s.on_missing_mode, opts.force);
-    let mut report = new_report("sweep", s, mode);
-    report.dry_run = opts.dry_run;
+    let mut report = new_report("sweep", s, mode, opts.dry_run);
     if let (Decision::Skip(why), false) = (&decision, opts.dry_run) {
-        report.decision = format!("nothing to do: {why}");
-        logging::log(Level::Info, &report.decision);
-        emit(&mut report, opts.json);
-        logging::notify_status(&report.summary_line());
+        let decision = format!("nothing to do: {why}");
+        logging::log(Level::Info, &decision);
+        let line = emit_planned(&report, opts.json, &[], &decision);
+        logging::notify_status(&line);
         return Ok(EXIT_OK);
     }
 
@@ -96,21 +143,14 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     let _lock = if opts.dry_run {
         None
     } else {
-        match lock_exclusive(&s.lock_file, LOCK_WAIT)
-            .with_context(|| format!("taking the lock {}", s.lock_file.display()))?
-        {
-            Some(l) => Some(l),
-            None => bail!(
-                "another calico-bpf-guard held {} for {}s; not sweeping",
-                s.lock_file.display(),
-                LOCK_WAIT.as_secs()
-            ),
-        }
+        Some(take_lock(s)?)
     };
 
-    let (inv, steps, names) = scan_and_plan(s)?;
-    report.warnings = inv.warnings.clone();
-    for w in &inv.warnings {
+    let (mut inv, steps, names) = scan_and_plan(s)?;
+    report.warnings = std::mem::take(&mut inv.warnings);
+    // The plan holds everything apply needs; the inventory's memory goes before the re-scan's.
+    drop(inv);
+    for w in &report.warnings {
         logging::log(Level::Warning, w);
     }
     let mut refusal = None;
@@ -128,8 +168,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
 
     let refused = refusal.is_some() && !opts.force;
     if opts.dry_run || refused {
-        report.objects = steps.iter().map(|st| Row::new(st, None)).collect();
-        report.decision = match (&decision, refused) {
+        let decision = match (&decision, refused) {
             (Decision::Skip(why), _) => format!("dry run, would not sweep: {why}"),
             (Decision::Sweep(_), true) => format!(
                 "{}refused: {}; --force overrides",
@@ -146,11 +185,11 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             for h in &report.holders {
                 logging::log(Level::Err, &format!("live eBPF dataplane: {h}"));
             }
-            logging::log(Level::Err, &report.decision);
+            logging::log(Level::Err, &decision);
         }
-        emit(&mut report, opts.json);
+        let line = emit_planned(&report, opts.json, &steps, &decision);
         if !opts.dry_run {
-            logging::notify_status(&report.summary_line());
+            logging::notify_status(&line);
         }
         return Ok(if refused && !opts.dry_run {
             EXIT_FAILED
@@ -164,38 +203,48 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
         Decision::Skip(why) => why.clone(),
     };
     crate::failpoint::after_plan();
-    let outcomes = apply::apply(&steps);
-    report.objects = steps
-        .iter()
-        .zip(outcomes)
-        .map(|(st, o)| Row::new(st, Some(o)))
-        .collect();
+    let mut out = report.start(format(&report, opts.json), true, &steps);
+    // Where objects were kept or failed: the re-scan finds those again, and they are reported.
+    let mut left: BTreeSet<String> = BTreeSet::new();
+    apply_plan(s, &steps, &mut |st, o| {
+        if matches!(o, Outcome::Failed(_) | Outcome::Kept(_)) {
+            left.insert(st.location.clone());
+        }
+        out.row(&Row::new(st, Some(o)));
+    });
+    let planned = steps.len();
+    drop(steps);
 
     // Re-query: what the kernel still shows after the sweep is a failure, not a success.
-    if !steps.is_empty() {
-        let after = inventory::scan(&roots(s)).context("re-scanning after the sweep")?;
+    if planned > 0 {
+        let after = match inventory::scan(&roots(s)) {
+            Ok(after) => after,
+            Err(e) => {
+                let decision = format!("swept ({why}), but re-scanning failed: {e:#}");
+                let (_, line) = out.finish(&decision);
+                logging::log(Level::Err, &line);
+                logging::notify_status(&line);
+                return Ok(EXIT_FAILED);
+            }
+        };
         for st in plan::build(&after, &names) {
-            let known = report.objects.iter().any(|r| {
-                r.location == st.location
-                    && matches!(r.outcome, Some(Outcome::Failed(_)) | Some(Outcome::Kept(_)))
-            });
-            if !known {
-                report.objects.push(Row::new(
+            if !left.contains(&st.location) {
+                out.row(&Row::new(
                     &st,
                     Some(Outcome::Failed("still present after the sweep".into())),
                 ));
             }
         }
     }
-    report.decision = if steps.is_empty() {
+    let decision = if planned == 0 {
         format!("clean, nothing to remove ({why})")
     } else {
         format!("swept ({why})")
     };
-    report.summarize();
-    report.log();
-    emit(&mut report, opts.json);
-    Ok(if report.summary.failed > 0 {
+    let (summary, line) = out.finish(&decision);
+    logging::log(Level::Notice, &line);
+    logging::notify_status(&line);
+    Ok(if summary.failed > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -204,23 +253,32 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
 
 pub fn check(s: &Settings, json: bool) -> Result<u8> {
     let mode = mode::read(&s.mode_file)?;
-    let mut report = new_report("check", s, mode);
+    let mut report = new_report("check", s, mode, false);
+    if expedite::left_behind(s) {
+        report.warnings.push(format!(
+            "{} records that a sweep which did not finish left {} changed; the next sweep puts it back",
+            s.expedite_record_file.display(),
+            s.rcu_expedited_file.display()
+        ));
+    }
     if report.ebpf == Ebpf::On {
-        report.decision =
-            "ok: the mode file says eBPF is on, so Calico's eBPF objects belong here".into();
-        emit(&mut report, json);
+        emit_planned(
+            &report,
+            json,
+            &[],
+            "ok: the mode file says eBPF is on, so Calico's eBPF objects belong here",
+        );
         return Ok(EXIT_OK);
     }
-    let (inv, steps, _) = match scan_and_plan(s) {
+    let (mut inv, steps, _) = match scan_and_plan(s) {
         Ok(r) => r,
         Err(e) => {
-            report.decision = format!("cannot tell: {e:#}");
-            emit(&mut report, json);
+            emit_planned(&report, json, &[], &format!("cannot tell: {e:#}"));
             return Ok(EXIT_CANNOT_TELL);
         }
     };
-    report.warnings = inv.warnings;
-    report.objects = steps.iter().map(|st| Row::new(st, None)).collect();
+    report.warnings.append(&mut inv.warnings);
+    drop(inv);
     if !steps.is_empty() {
         report.notes = notes::notes(&notes::gather());
         match interlock::scan_settled(&steps) {
@@ -233,8 +291,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
                 report.holders = lock.holders;
             }
             Err(e) => {
-                report.decision = format!("cannot tell: {e:#}");
-                emit(&mut report, json);
+                emit_planned(&report, json, &steps, &format!("cannot tell: {e:#}"));
                 return Ok(EXIT_CANNOT_TELL);
             }
         }
@@ -254,8 +311,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
             EXIT_CANNOT_TELL,
         ),
     };
-    report.decision = decision;
-    emit(&mut report, json);
+    emit_planned(&report, json, &steps, &decision);
     Ok(code)
 }
 
