@@ -154,6 +154,48 @@ fn invalid_mode_file_is_78_and_touches_nothing() {
     assert_eq!(sb.snapshot(), before);
 }
 
+/// Whoever can change a directory above the mode file decides whether root deletes things
+/// (they can replace the file, or remove it and choose `on_missing_mode`): such a mode file is
+/// refused, 78, naming the directory, and nothing is touched.
+#[test]
+fn a_mode_file_in_a_directory_others_can_change_is_78() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let Some(sb) = stale_node("mode-dir") else {
+        return;
+    };
+    let dir = sb.mode_file.parent().unwrap().to_path_buf();
+    let set = |mode: u32, uid: u32| {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        chown(&dir, Some(uid), None).unwrap();
+    };
+    let before = sb.snapshot();
+    for (mode, uid, want) in [
+        (0o777, 0, "is writable by group or others (mode 0777)"),
+        (0o775, 0, "is writable by group or others (mode 0775)"),
+        (0o755, 65534, "is owned by uid 65534, not root"),
+    ] {
+        set(mode, uid);
+        for present in [true, false] {
+            if !present {
+                sb.set_mode(None).unwrap();
+            }
+            for cmd in [&["sweep"][..], &["sweep", "--force"], &["check"]] {
+                let out = guard_ok(&sb, cmd, 78);
+                let err = stderr(&out);
+                assert!(
+                    err.contains(&format!("directory {} that {want}", dir.display())),
+                    "{mode:o} {uid} present={present} {cmd:?}: {err}"
+                );
+            }
+            sb.set_mode(Some("iptables")).unwrap();
+        }
+    }
+    assert_eq!(sb.snapshot(), before);
+    // Back to root's 0755: the same node is swept.
+    set(0o755, 0);
+    guard_ok(&sb, &["sweep"], 0);
+}
+
 #[test]
 fn invalid_config_is_78_and_touches_nothing() {
     let Some(sb) = stale_node("mode-badconfig") else {

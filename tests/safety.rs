@@ -482,7 +482,7 @@ fn mode_set_replaces_a_temporary_file_left_by_a_crash() {
         return;
     }
     let sb = Sandbox::without_netns("safe-mode-set-stale", Path::new(GUARD)).unwrap();
-    let stale = sb.dir.path.join(".mode.toml.1.tmp");
+    let stale = sb.mode_file.with_file_name(".mode.toml.1.tmp");
     fs::write(&stale, "dataplane = \"bp").unwrap();
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork", "--"])

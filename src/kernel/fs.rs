@@ -116,6 +116,9 @@ pub enum FileProblem {
     Writable(u32),
     TooLarge(u64),
     NotUtf8,
+    /// A directory on the way to the file that someone other than root could change: whoever
+    /// can, decides what the file says.
+    UnsafeDir(PathBuf, String),
 }
 
 impl std::fmt::Display for FileProblem {
@@ -130,6 +133,9 @@ impl std::fmt::Display for FileProblem {
             }
             FileProblem::TooLarge(n) => write!(f, "is {n} bytes, larger than {MAX_FILE} bytes"),
             FileProblem::NotUtf8 => write!(f, "is not UTF-8 text"),
+            FileProblem::UnsafeDir(dir, why) => {
+                write!(f, "is in directory {} that {why}", dir.display())
+            }
         }
     }
 }
@@ -155,8 +161,9 @@ fn kind_name(ft: fs::FileType) -> &'static str {
 
 /// Read a small configuration file the guard trusts as root: a regular file (symlinks are
 /// followed, but only to a regular file), owned by root, not writable by group or others, at
-/// most 64 KiB, UTF-8. The open never blocks (O_NONBLOCK) and the checks are made on the open
-/// file, so a FIFO or a device answers at once and a swap between check and read cannot win.
+/// most 64 KiB, UTF-8, in directories that only root can change (see `check_dirs`). The open
+/// never blocks (O_NONBLOCK) and the checks are made on the open file, so a FIFO or a device
+/// answers at once and a swap between check and read cannot win.
 pub fn read_trusted(path: &Path) -> Result<String, FileProblem> {
     let io_err = |e: io::Error| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -165,6 +172,23 @@ pub fn read_trusted(path: &Path) -> Result<String, FileProblem> {
             FileProblem::Io(e.to_string())
         }
     };
+    // The file is read at its resolved path, so no symlink on the way can be re-pointed after
+    // the directories are checked. A missing file's directories count too: whoever could
+    // delete it would choose `on_missing_mode`.
+    let real = match fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = existing_ancestor(path) {
+                check_dirs(&dir)?;
+            }
+            return Err(FileProblem::NotFound);
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    if let Some(dir) = real.parent() {
+        check_dirs(dir)?;
+    }
+    let path = real.as_path();
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
@@ -193,6 +217,35 @@ pub fn read_trusted(path: &Path) -> Result<String, FileProblem> {
         return Err(FileProblem::TooLarge(bytes.len() as u64));
     }
     String::from_utf8(bytes).map_err(|_| FileProblem::NotUtf8)
+}
+
+/// The nearest ancestor of `path` that exists, resolved.
+fn existing_ancestor(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .find_map(|a| fs::canonicalize(a).ok())
+}
+
+/// `dir` and every directory above it must be owned by root and not writable by group or
+/// others, as sshd's StrictModes demands of a user's key files. A root-owned directory with the
+/// sticky bit (`/tmp`) passes: there nobody but root may rename or remove a root-owned entry.
+/// `dir` must be resolved (no symlinks).
+fn check_dirs(dir: &Path) -> Result<(), FileProblem> {
+    for d in dir.ancestors() {
+        let meta = fs::symlink_metadata(d)
+            .map_err(|e| FileProblem::UnsafeDir(d.to_path_buf(), format!("cannot be read: {e}")))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let why = if meta.uid() != 0 {
+            format!("is owned by uid {}, not root", meta.uid())
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            format!("is writable by group or others (mode {mode:04o})")
+        } else {
+            continue;
+        };
+        return Err(FileProblem::UnsafeDir(d.to_path_buf(), why));
+    }
+    Ok(())
 }
 
 /// Replace `path` atomically: write a temporary file in the same directory, fsync it, rename it

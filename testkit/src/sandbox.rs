@@ -243,9 +243,13 @@ impl Sandbox {
         } else {
             None
         };
+        // The mode file has a directory of its own, as on a node (/var/lib/calico-bpf-guard),
+        // so tests can spoil that directory alone.
+        let state = dir.path.join("state");
+        fs::create_dir(&state)?;
         let sb = Sandbox {
             config: dir.path.join("config.toml"),
-            mode_file: dir.path.join("mode.toml"),
+            mode_file: state.join("mode.toml"),
             netns,
             cgroup,
             bpffs,
