@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::apply::Outcome;
 use crate::decide::Ebpf;
 use crate::interlock::Holder;
+use crate::kernel::bpf::Features;
 use crate::logging::{self, Level};
 use crate::mode::Mode;
 use crate::plan::Step;
@@ -56,6 +57,9 @@ pub struct Report {
     pub mode: Option<Mode>,
     pub ebpf: Ebpf,
     pub dry_run: bool,
+    /// What this kernel can have; a family it cannot have (tcx before 6.6) was not looked for.
+    /// None when nothing was scanned.
+    pub kernel: Option<Features>,
     pub holders: Vec<Holder>,
     pub warnings: Vec<String>,
     /// What eBPF mode changed that the guard reports but does not change.
@@ -144,6 +148,8 @@ impl Writer<'_> {
                 write!(out, ",\n  \"ebpf\": ")?;
                 serde_json::to_writer(&mut *out, &r.ebpf)?;
                 write!(out, ",\n  \"dry_run\": {}", r.dry_run)?;
+                write!(out, ",\n  \"kernel\": ")?;
+                serde_json::to_writer(&mut *out, &r.kernel)?;
                 write!(out, ",\n  \"holders\": ")?;
                 serde_json::to_writer(&mut *out, &r.holders)?;
                 write!(out, ",\n  \"warnings\": ")?;

@@ -63,6 +63,7 @@ fn new_report(command: &'static str, s: &Settings, mode: Option<Mode>, dry_run: 
         ebpf: ebpf(mode.as_ref(), s.on_missing_mode),
         mode,
         dry_run,
+        kernel: None,
         holders: Vec::new(),
         warnings: Vec::new(),
         notes: Vec::new(),
@@ -147,6 +148,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     };
 
     let (mut inv, steps, names) = scan_and_plan(s)?;
+    report.kernel = Some(inv.features);
     report.warnings = std::mem::take(&mut inv.warnings);
     // The plan holds everything apply needs; the inventory's memory goes before the re-scan's.
     drop(inv);
@@ -277,6 +279,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
             return Ok(EXIT_CANNOT_TELL);
         }
     };
+    report.kernel = Some(inv.features);
     report.warnings.append(&mut inv.warnings);
     drop(inv);
     if !steps.is_empty() {

@@ -1,6 +1,7 @@
 //! tc filters, tcx, XDP and the bpfin.cali device, in a network namespace of the test's own.
 
 mod common;
+use calico_bpf_testkit::progs::SCHED_CLS;
 use common::*;
 use plant::{EGRESS, ETH_P_ALL, INGRESS, TCX_EGRESS, TCX_INGRESS, XDP_DRV, XDP_SKB};
 
@@ -17,12 +18,33 @@ fn filters_xdp_and_devices() {
     assert_removed_exactly(&before, &sb.snapshot(), &plant::CALICO_NETWORK);
 }
 
+/// True when an attach failed because the kernel does not know the attach type (EINVAL): how
+/// a kernel before 6.6 answers a tcx link.
+fn kernel_lacks_it(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|e| e.raw_os_error())
+            == Some(libc::EINVAL)
+    })
+}
+
+/// What the guard reports about a family, from `check --json` with eBPF off (exit 1: stale
+/// objects remain).
+fn kernel_has(sb: &Sandbox, family: &str) -> bool {
+    sb.set_mode(Some("iptables")).unwrap();
+    let report = json(&guard_ok(sb, &["check", "--json"], 1));
+    report["kernel"][family]
+        .as_bool()
+        .unwrap_or_else(|| panic!("no kernel.{family} in {report}"))
+}
+
 #[test]
 fn tcx_links_and_direct_attachments() {
     let Some(sb) = sandbox("net-tcx") else { return };
     let tcx = sb.bpffs.path.join("tcx");
     let foreign = sb.bpffs.path.join("cilium/tcx_link");
-    sb.netns()
+    let planted = sb
+        .netns()
         .enter(|| {
             calico_bpf_testkit::sandbox::run(
                 "ip",
@@ -30,12 +52,15 @@ fn tcx_links_and_direct_attachments() {
                     "link", "add", "cali0tcx", "type", "veth", "peer", "name", "peer0tcx",
                 ],
             )?;
-            plant::tcx_link(
+            match plant::tcx_link(
                 "cali0tcx",
                 TCX_INGRESS,
                 "cali_tc_preambl",
                 Some(&tcx.join("cali0tcx_ingress")),
-            )?;
+            ) {
+                Err(e) if kernel_lacks_it(&e) => return Ok(false),
+                other => other?,
+            };
             plant::tcx_link(
                 "cali0tcx",
                 TCX_EGRESS,
@@ -45,9 +70,25 @@ fn tcx_links_and_direct_attachments() {
             plant::tcx_link("cali0tcx", TCX_INGRESS, "cil_from_netdev", Some(&foreign))?;
             plant::tcx_attach("peer0tcx", TCX_INGRESS, "calico_from_hos")?;
             plant::tcx_attach("peer0tcx", TCX_EGRESS, "foreign_tcx")?;
-            Ok(())
+            Ok(true)
         })
         .unwrap();
+    if !planted {
+        // Before 6.6 there is no tcx: the guard says so and looks for no tcx attachment, and
+        // a Calico program pinned in the tcx place is still swept (a foreign one stays).
+        plant::pin_prog(
+            &tcx.join("cali0tcx_ingress"),
+            SCHED_CLS,
+            "cali_tc_preambl",
+            0,
+        )
+        .unwrap();
+        plant::pin_prog(&foreign, SCHED_CLS, "cil_from_netdev", 0).unwrap();
+        assert!(!kernel_has(&sb, "tcx"));
+        assert_sweep_removes(&sb, "iptables", &["pin tcx/cali0tcx_ingress"]);
+        return;
+    }
+    assert!(kernel_has(&sb, "tcx"));
     assert_sweep_removes(
         &sb,
         "iptables",
@@ -133,38 +174,43 @@ fn foreign_filters_and_qdisc_stay_on_a_calico_interface() {
     assert!(qdiscs.contains("clsact"), "{qdiscs}");
 }
 
-/// This kernel may lack netkit (CONFIG_NETKIT); the netkit pin family is still Calico's place,
-/// so a Calico link pinned there is detached and unpinned, a foreign one stays.
+/// netkit needs 6.7 and CONFIG_NETKIT (this host's kernel has neither device nor hooks); the
+/// guard's answer must match whether a netkit device can be made. The netkit pin family is
+/// Calico's place either way: a Calico link (or, before tcx, program) pinned there goes, a
+/// foreign one stays.
 #[test]
 fn netkit_pin_family() {
     let Some(sb) = sandbox("net-netkit-pins") else {
         return;
     };
     let nk = sb.bpffs.path.join("netkit");
-    sb.netns()
+    let (can_make_netkit, links) = sb
+        .netns()
         .enter(|| {
+            let netkit = sb_batch("link add nk0 type netkit\n").is_ok();
             sb_batch("link add calink0 type veth peer name calink0p\n")?;
-            plant::tcx_link(
-                "calink0",
-                TCX_INGRESS,
-                "cali_tc_preambl",
-                Some(&nk.join("calink0_primary")),
-            )?;
+            let primary = nk.join("calink0_primary");
+            match plant::tcx_link("calink0", TCX_INGRESS, "cali_tc_preambl", Some(&primary)) {
+                Err(e) if kernel_lacks_it(&e) => {
+                    plant::pin_prog(&primary, SCHED_CLS, "cali_tc_preambl", 0)?;
+                    plant::pin_prog(&nk.join("calink0_peer"), SCHED_CLS, "cil_to_netdev", 0)?;
+                    return Ok((netkit, false));
+                }
+                other => other?,
+            };
             plant::tcx_link(
                 "calink0",
                 TCX_EGRESS,
                 "cil_to_netdev",
                 Some(&nk.join("calink0_peer")),
             )?;
-            Ok(())
+            Ok((netkit, true))
         })
         .unwrap();
-    assert_sweep_removes(
-        &sb,
-        "iptables",
-        &[
-            "tcx calink0 ingress cali_tc_preambl link",
-            "pin netkit/calink0_primary",
-        ],
-    );
+    assert_eq!(kernel_has(&sb, "netkit"), can_make_netkit);
+    let mut removed = vec!["pin netkit/calink0_primary"];
+    if links {
+        removed.push("tcx calink0 ingress cali_tc_preambl link");
+    }
+    assert_sweep_removes(&sb, "iptables", &removed);
 }
