@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod kernel;
 pub mod logging;
 pub mod mode;
+pub mod names;
 pub mod notes;
 pub mod ownership;
 pub mod plan;
