@@ -21,6 +21,14 @@ if [ -n "$out" ]; then
 fi
 echo "systemd-analyze verify: clean"
 
+# The guard writes /sys/kernel/rcu_expedited while it detaches tcx/netkit programs: nothing in
+# the sandbox may make /sys read-only (ProtectSystem=strict leaves the API file systems alone).
+if grep -Eq '^(ProtectKernelTunables=(yes|true|on|1)|(ReadOnlyPaths|InaccessiblePaths|TemporaryFileSystem)=.*/sys(/kernel)?(/rcu_expedited)?( |$))' "$unit"; then
+  echo "the unit makes /sys/kernel/rcu_expedited read-only; the guard sets it while detaching tcx" >&2
+  exit 1
+fi
+echo "/sys/kernel/rcu_expedited: writable under the unit's sandbox"
+
 exposure=$(systemd-analyze security --offline=true --root="$root" --no-pager calico-bpf-guard.service |
   sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 [ -n "$exposure" ] || { echo "no exposure level in systemd-analyze security output" >&2; exit 1; }
