@@ -497,21 +497,47 @@ struct Census {
     bpfin: bool,
 }
 
-/// One timed `sweep`: wall time seen from here (including the `time` wrapper's fork, well under
-/// a millisecond) and the guard's peak RSS. /usr/bin/time forks a fresh process for the guard;
-/// a child spawned straight from this (large) process would inherit its RSS high-water mark
-/// through vfork and exec.
-fn guard_sweep(node: &Node, guard: &Path) -> Result<(Duration, u64)> {
+/// The kernel's switch the guard sets while it detaches tcx programs.
+const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
+
+fn rcu_expedited() -> Result<String> {
+    Ok(fs::read_to_string(RCU_EXPEDITED)
+        .with_context(|| format!("reading {RCU_EXPEDITED}"))?
+        .trim()
+        .to_string())
+}
+
+/// One timed `sweep` with this config: wall time seen from here (including the `time`
+/// wrapper's fork, well under a millisecond) and the guard's peak RSS. /usr/bin/time forks a
+/// fresh process for the guard; a child spawned straight from this (large) process would
+/// inherit its RSS high-water mark through vfork and exec. The guard must leave
+/// rcu_expedited as it found it.
+fn guard_sweep(node: &Node, guard: &Path, config: &Path) -> Result<(Duration, u64)> {
     let rss_file = node.sb.dir.path.join("time.out");
-    let config = node.sb.config.clone();
+    let was = rcu_expedited()?;
+    let r = guard_sweep_once(node, guard, config, &rss_file)?;
+    let now = rcu_expedited()?;
+    ensure!(
+        now == was,
+        "{RCU_EXPEDITED} was {was} before the sweep and is {now} after it"
+    );
+    Ok(r)
+}
+
+fn guard_sweep_once(
+    node: &Node,
+    guard: &Path,
+    config: &Path,
+    rss_file: &Path,
+) -> Result<(Duration, u64)> {
     node.sb.netns().enter(|| loop {
         let t0 = Instant::now();
         let out = Command::new("/usr/bin/time")
             .args(["-f", "%M", "-o"])
-            .arg(&rss_file)
+            .arg(rss_file)
             .arg(guard)
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("sweep")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
@@ -528,7 +554,7 @@ fn guard_sweep(node: &Node, guard: &Path) -> Result<(Duration, u64)> {
             "sweep exited {:?}: {stderr}",
             out.status.code(),
         );
-        let text = fs::read_to_string(&rss_file)?;
+        let text = fs::read_to_string(rss_file)?;
         let kib = text
             .lines()
             .last()
@@ -930,6 +956,8 @@ struct Row {
     n: usize,
     objects: usize,
     sweep_ms: Vec<f64>,
+    /// tcx only: the same sweep with `expedite_grace_periods = false`.
+    unexpedited_ms: Vec<f64>,
     rss_kib: u64,
     syscalls: u64,
     manual: Option<(Duration, u64)>,
@@ -967,19 +995,42 @@ fn measure(opts: &Opts, node: &Node) -> Result<Row> {
         n,
         objects: node.calico_objects(),
         sweep_ms: Vec::new(),
+        unexpedited_ms: Vec::new(),
         rss_kib: 0,
         syscalls: 0,
         manual: None,
         floors: Vec::new(),
     };
+    // tcx detaches wait for RCU grace periods, which the guard expedites by default: the same
+    // sweep without that, from a config of its own.
+    let unexpedited = match variant {
+        Variant::Tcx => {
+            let path = node.sb.dir.path.join("config-no-expedite.toml");
+            let text = fs::read_to_string(&node.sb.config)?;
+            sandbox::write_file(&path, &format!("{text}expedite_grace_periods = false\n"))?;
+            Some(path)
+        }
+        Variant::Tc => None,
+    };
     // Guard and floor runs alternate, so both see the same machine: grace periods (every tcx
     // detach waits for one) vary with load from run to run.
     for i in 0..opts.runs {
         node.replant()?;
-        let (wall, kib) = guard_sweep(node, &opts.guard)?;
+        let (wall, kib) = guard_sweep(node, &opts.guard, &node.sb.config)?;
         node.expect_clean("the guard's sweep")?;
         row.sweep_ms.push(ms(wall));
         row.rss_kib = row.rss_kib.max(kib);
+        if let Some(config) = &unexpedited {
+            node.replant()?;
+            let (wall, _) = guard_sweep(node, &opts.guard, config)?;
+            node.expect_clean("the guard's sweep without expediting")?;
+            eprintln!(
+                "   run {}: sweep without expediting {:.1} ms",
+                i + 1,
+                ms(wall)
+            );
+            row.unexpedited_ms.push(ms(wall));
+        }
 
         node.replant()?;
         let f = FloorRun {
@@ -1141,11 +1192,37 @@ fn render(rows: &[Row], noop: &Noop) -> String {
             sweep / floor
         );
     }
+    let tcx: Vec<&Row> = rows
+        .iter()
+        .filter(|r| !r.unexpedited_ms.is_empty())
+        .collect();
+    if !tcx.is_empty() {
+        let _ = writeln!(
+            s,
+            "\ntcx with and without expedited RCU grace periods (`expedite_grace_periods`, \
+             default true; {RCU_EXPEDITED} read {} before the runs and was back to it after \
+             every sweep), medians:\n",
+            rcu_expedited().unwrap_or_else(|_| "?".into())
+        );
+        s += "| node | guard `sweep`, expedited (default) | guard `sweep`, `expedite_grace_periods = false` | expedited is |\n";
+        s += "|---|---:|---:|---:|\n";
+        for r in tcx {
+            let (on, off) = (median(r.sweep_ms.clone()), median(r.unexpedited_ms.clone()));
+            let _ = writeln!(
+                s,
+                "| {} × {} | {on:.1} ms | {off:.1} ms | {:.0}× faster |",
+                r.n,
+                r.variant.name(),
+                off / on
+            );
+        }
+    }
     s += "\nKernel floor by family (writes: each operation timed alone, in-process, and summed), \
           and what reading the node costs the kernel (timed in-process): a sweep reads, writes, \
           and reads again to verify, so reads before + writes + reads after is what a sweep \
           without any overhead of its own would take. Of the floor runs (one after each timed \
-          sweep), the one with the median total:\n\n";
+          sweep), the one with the median total. The floor detaches at the machine's own \
+          rcu_expedited (not expedited), so for tcx the guard's default sweep is below it:\n\n";
     s += "| node | cgroup detaches (6) | tc/tcx detaches | unlink + rmdir | bpfin.cali delete | writes | reads before | reads after | reads + writes | guard / that |\n";
     s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
