@@ -1,15 +1,17 @@
 //! Execute a plan step by step. Best effort: a failure is recorded and the next step runs;
 //! an object that vanished meanwhile (ENOENT, ENODEV) counts as gone.
 
-use std::fs;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::inventory::{pinned_object, PinnedObject};
+use crate::inventory::{pinned_object, Located, PinnedObject};
 use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
-use crate::kernel::fs as kfs;
+use crate::kernel::fs::{self as kfs, FsKind};
+use crate::kernel::tree::{self, Dir, Entry, Kind};
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{copy_err, Filter, Rtnl, XdpMode, FILTER_BATCH};
 use crate::plan::{Action, ObjId, Step};
@@ -120,6 +122,11 @@ impl Ctx {
                 exclusive,
             } => {
                 let dir = kfs::open_dir(cgroup)?;
+                // A cgroup removed and made again at the same path is another cgroup (its id
+                // is its inode): the planned one is gone.
+                if dir.metadata()?.ino() != *cgroup_id {
+                    return Ok(Outcome::AlreadyGone);
+                }
                 let prog = bpf::fd_by_id(IdSpace::Prog, *prog_id)?;
                 if *exclusive {
                     // A detach on an exclusive slot removes whatever is there now, so make sure
@@ -186,27 +193,35 @@ impl Ctx {
                 self.rtnl()?.del_filter(filter)?;
                 Ok(Outcome::Removed)
             }
-            Action::Unpin { path, expect } => {
-                if let Some(want) = expect {
-                    let now = match pinned_object(path)? {
-                        PinnedObject::Prog(p) => Some(ObjId::Prog(p.id)),
-                        PinnedObject::Map(m) => Some(ObjId::Map(m.id)),
-                        PinnedObject::Link(l) => Some(ObjId::Link(l.id)),
-                        PinnedObject::Unknown(_) => None,
-                    };
-                    if now != Some(*want) {
-                        return Ok(Outcome::Kept("the pin now holds another object".into()));
-                    }
+            Action::Unpin { at, expect } => {
+                let Some((dir, seen)) = reach(at, Kind::File)? else {
+                    return Ok(moved());
+                };
+                if dir.stat(&seen.name)?.id != seen.id {
+                    return Ok(Outcome::Kept("another file was pinned there since the scan".into()));
                 }
-                fs::remove_file(path)?;
-                Ok(Outcome::Removed)
+                let now = match pinned_object(&dir, &seen.name)? {
+                    PinnedObject::Prog(p) => Some(ObjId::Prog(p.id)),
+                    PinnedObject::Map(m) => Some(ObjId::Map(m.id)),
+                    PinnedObject::Link(l) => Some(ObjId::Link(l.id)),
+                    PinnedObject::Unknown(_) => None,
+                };
+                if now != Some(*expect) {
+                    return Ok(Outcome::Kept("the pin now holds another object".into()));
+                }
+                Ok(removed(dir.remove_if_same(&seen)?))
             }
-            Action::RemoveDir { path } => match fs::remove_dir(path) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(Outcome::Kept(
-                    "not empty: it holds entries that are not Calico's".into(),
-                )),
-                r => r.map(|()| Outcome::Removed),
-            },
+            Action::RemoveDir { at } => {
+                let Some((dir, seen)) = reach(at, Kind::Dir)? else {
+                    return Ok(moved());
+                };
+                match dir.remove_if_same(&seen) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(Outcome::Kept(
+                        "not empty: it holds entries that are not Calico's".into(),
+                    )),
+                    r => r.map(removed),
+                }
+            }
             Action::DeleteDevice { name } => {
                 let rtnl = self.rtnl()?;
                 match rtnl.link_by_name(name)? {
@@ -230,6 +245,43 @@ impl Ctx {
             Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(Outcome::AlreadyGone),
             r => r.map(|()| Outcome::Removed),
         }
+    }
+}
+
+/// The directory holding a planned bpffs entry, reached again from its root one directory fd at
+/// a time (no symlink, no other mount), and the entry as the scan saw it. None when a symlink or
+/// a mount now stands on the way.
+fn reach(at: &Located, kind: Kind) -> io::Result<Option<(Dir, Entry)>> {
+    let root = Dir::open_root(&at.root)?;
+    if root.fs_kind()? != FsKind::Bpffs {
+        return Ok(None);
+    }
+    let Some(name) = at.rel.file_name() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
+    };
+    let parent = match root.open_beneath(at.rel.parent().unwrap_or(Path::new(""))) {
+        Ok(d) => d,
+        Err(e) if tree::is_refused(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let seen = Entry {
+        name: name.to_os_string(),
+        kind,
+        id: at.id,
+        mount: false,
+    };
+    Ok(Some((parent, seen)))
+}
+
+fn moved() -> Outcome {
+    Outcome::Kept("a symlink or another mount now stands on its path".into())
+}
+
+fn removed(same: bool) -> Outcome {
+    if same {
+        Outcome::Removed
+    } else {
+        Outcome::Kept("something else stands there since the scan".into())
     }
 }
 

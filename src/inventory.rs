@@ -2,16 +2,18 @@
 //! plain data for `ownership` and `plan`. Nothing here changes the kernel.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::kernel::bpf::{self, Features, IdSpace, LinkInfo, MapInfo, ObjKind, ProgInfo, Target};
 use crate::kernel::fs::{self as kfs, FsKind};
+use crate::kernel::tree::{Dir, Entry, FileId, Kind};
+use crate::names;
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{Filter, NetIf, Rtnl, PARENT_EGRESS, PARENT_INGRESS};
 use crate::ownership::{self, Place, ProgFacts, Scope};
@@ -72,11 +74,26 @@ pub enum PinnedObject {
     Unknown(String),
 }
 
+/// Where an entry of a bpffs root is: the root as configured, the path beneath it (reached
+/// only through directory fds, see `kernel::tree`), and what was there when it was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub root: PathBuf,
+    /// Relative to `root`.
+    pub rel: PathBuf,
+    pub id: FileId,
+}
+
+impl Located {
+    /// The full path, for people and for grouping pins by directory; never opened.
+    pub fn path(&self) -> PathBuf {
+        self.root.join(&self.rel)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pin {
-    pub path: PathBuf,
-    /// Relative to its bpffs root.
-    pub rel: PathBuf,
+    pub at: Located,
     pub place: Place,
     pub object: PinnedObject,
 }
@@ -84,8 +101,7 @@ pub struct Pin {
 /// A directory inside Calico's bpffs places, with how many entries it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinDir {
-    pub path: PathBuf,
-    pub rel: PathBuf,
+    pub at: Located,
     pub entries: usize,
 }
 
@@ -114,6 +130,10 @@ pub struct Inventory {
     pub hooks: Vec<HookAttachment>,
     /// Roots that were configured but skipped, and why.
     pub warnings: Vec<String>,
+    /// What could not be inspected (an unreadable subtree, a symlink or a mount where Calico's
+    /// objects would be, a missing root): never a clean answer. A sweep still does the rest and
+    /// exits 1; `check` cannot tell.
+    pub incomplete: Vec<String>,
 }
 
 impl Inventory {
@@ -151,18 +171,29 @@ pub fn scan(roots: &Roots) -> Result<Inventory> {
     }
     if inv.scope.cgroups {
         let cgroup_roots = if roots.cgroup2.is_empty() {
-            kfs::cgroup2_mounts().context("reading /proc/self/mountinfo")?
+            let mounts = kfs::cgroup2_mounts().context("reading /proc/self/mountinfo")?;
+            if mounts.is_empty() {
+                // `ip netns exec` remounts /sys and takes every cgroup2 mount with it.
+                inv.incomplete.push(
+                    "no cgroup2 mount in this mount namespace: the cgroup hooks were not inspected"
+                        .into(),
+                );
+            }
+            mounts
         } else {
             roots.cgroup2.clone()
         };
         scan_cgroups(&cgroup_roots, &mut inv)?;
     }
     for root in &roots.bpffs {
-        scan_bpffs(root, &mut inv)?;
+        scan_bpffs(root, &mut inv);
     }
     scan_network(&mut inv).context("scanning network interfaces (rtnetlink)")?;
     Ok(inv)
 }
+
+/// Felix mounts its own bpffs here only when /sys/fs/bpf is not one: its absence is normal.
+const OPTIONAL_BPFFS_ROOT: &str = "/var/run/calico/bpffs";
 
 /// Every loaded program, by raw id iteration so that missing CAP_SYS_ADMIN is an error.
 fn programs() -> Result<BTreeMap<u32, ProgInfo>> {
@@ -199,55 +230,72 @@ fn links() -> Result<Vec<LinkInfo>> {
 }
 
 /// Walk every cgroup under the roots (each cgroup once, even when two mounts show the same
-/// hierarchy) and query the six sock_addr hooks.
+/// hierarchy) and query the six sock_addr hooks. A subtree that cannot be opened (a delegated
+/// cgroup its owner closed to others, say) costs a warning, not the walk.
 fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
     let mut seen = HashSet::new();
     for root in roots {
-        match kfs::fs_kind(root) {
+        let top = match Dir::open_root(root) {
+            Ok(d) => d,
+            Err(e) => {
+                inv.incomplete
+                    .push(format!("{}: cgroup root not inspected: {e}", names::path(root)));
+                continue;
+            }
+        };
+        match top.fs_kind() {
             Ok(FsKind::Cgroup2) => {}
             Ok(_) => {
-                inv.warnings
-                    .push(format!("{}: not a cgroup2 mount, skipped", root.display()));
+                inv.warnings.push(format!(
+                    "{}: not a cgroup2 mount, skipped",
+                    names::path(root)
+                ));
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", root.display()))),
+            Err(e) => {
+                inv.incomplete
+                    .push(format!("{}: cgroup root not inspected: {e}", names::path(root)));
+                continue;
+            }
         }
-        let mut stack = vec![root.clone()];
+        let mut stack = vec![top];
         while let Some(dir) = stack.pop() {
-            // One path lookup per cgroup: its identity and link count come from the open
-            // directory. A node has a cgroup or two per container, and looking each path up
-            // three times was a third of a sweep's time on a node with 1,000 pods.
-            let f = match kfs::open_dir(&dir) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("opening {}", dir.display())))
-                }
-            };
-            let meta = match f.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", dir.display()))),
-            };
             // The inode number is the kernel's cgroup id.
-            if !seen.insert(meta.ino()) {
+            if !seen.insert(dir.id.ino) {
                 continue;
             }
-            if !query_cgroup(&dir, &f, meta.ino(), inv)? {
+            if !query_cgroup(&dir, inv)? {
                 continue;
             }
             // A cgroup2 directory links 2 plus one per child cgroup: a leaf (one per container)
-            // needs no directory read.
-            if meta.nlink() == 2 {
+            // needs no directory read. A node has a cgroup or two per container, and reading
+            // each was a third of a sweep's time on a node with 1,000 pods.
+            if dir.nlink == 2 {
                 continue;
             }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
+            let entries = match dir.entries() {
+                Ok(e) => e,
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => {
+                    inv.incomplete
+                        .push(format!("{}: not listed: {e}", names::path(&dir.path)));
+                    continue;
+                }
             };
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
+            for e in entries.into_iter().filter(|e| e.kind == Kind::Dir) {
+                match dir.open_child(&e.name) {
+                    Ok(child) => stack.push(child),
+                    Err(err) if is_gone(&err) => {}
+                    // Another cgroup2 mount of the same hierarchy is walked as a root of its
+                    // own (every cgroup2 mount is one unless configured otherwise).
+                    Err(err)
+                        if err.raw_os_error() == Some(libc::EXDEV)
+                            && roots.iter().any(|r| *r == dir.path.join(&e.name)) => {}
+                    Err(err) => inv.incomplete.push(format!(
+                        "{}: not inspected: {}",
+                        names::path(&dir.path.join(&e.name)),
+                        refusal(&err)
+                    )),
                 }
             }
         }
@@ -255,26 +303,34 @@ fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
     Ok(())
 }
 
+/// Why an entry was not followed, in words.
+fn refusal(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ELOOP) => "a symlink, not followed".into(),
+        Some(libc::EXDEV) => "another file system is mounted there, not entered".into(),
+        _ => err.to_string(),
+    }
+}
+
 /// The six hooks of one cgroup (those this kernel has); false when it went away meanwhile.
-fn query_cgroup(dir: &Path, f: &fs::File, cgroup_id: u64, inv: &mut Inventory) -> Result<bool> {
+fn query_cgroup(dir: &Dir, inv: &mut Inventory) -> Result<bool> {
     let recvmsg = [bpf::ATTACH_UDP4_RECVMSG, bpf::ATTACH_UDP6_RECVMSG];
     for (attach_type, hook) in CGROUP_HOOKS {
         if !inv.features.udp_recvmsg && recvmsg.contains(&attach_type) {
             continue;
         }
-        let q = match bpf::query(Target::Fd(f.as_fd()), attach_type) {
+        let q = match bpf::query(Target::Fd(dir.as_fd()), attach_type) {
             Ok(q) => q,
             Err(e) if is_gone(&e) => return Ok(false),
             Err(e) => {
-                return Err(
-                    anyhow::Error::new(e).context(format!("querying {hook} on {}", dir.display()))
-                )
+                return Err(anyhow::Error::new(e)
+                    .context(format!("querying {hook} on {}", names::path(&dir.path))))
             }
         };
         for p in q.progs {
             inv.cgroups.push(CgroupAttachment {
-                cgroup: dir.to_path_buf(),
-                cgroup_id,
+                cgroup: dir.path.clone(),
+                cgroup_id: dir.id.ino,
                 attach_type,
                 prog_id: p.prog_id,
                 slot_flags: q.slot_flags,
@@ -284,113 +340,172 @@ fn query_cgroup(dir: &Path, f: &fs::File, cgroup_id: u64, inv: &mut Inventory) -
     Ok(true)
 }
 
-fn scan_bpffs(root: &Path, inv: &mut Inventory) -> Result<()> {
-    match kfs::fs_kind(root) {
+/// One bpffs root. Whatever goes wrong in it is a warning naming the place, and the rest of
+/// the root (and every other root) is still scanned.
+fn scan_bpffs(root: &Path, inv: &mut Inventory) {
+    let top = match Dir::open_root(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && root == Path::new(OPTIONAL_BPFFS_ROOT) => {
+            return
+        }
+        Err(e) => {
+            inv.incomplete
+                .push(format!("{}: bpffs root not inspected: {e}", names::path(root)));
+            return;
+        }
+    };
+    match top.fs_kind() {
         Ok(FsKind::Bpffs) => {}
         Ok(_) => {
             inv.warnings.push(format!(
                 "{}: not a bpffs mount, skipped (nothing in it is touched)",
-                root.display()
+                names::path(root)
             ));
-            return Ok(());
+            return;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", root.display()))),
+        Err(e) => {
+            inv.incomplete
+                .push(format!("{}: bpffs root not inspected: {e}", names::path(root)));
+            return;
+        }
     }
+    let mut scan = BpffsScan { root, top: &top, inv };
     for (rel, place) in ownership::PIN_DIRS {
-        list_dir(root, Path::new(rel), place, false, inv)?;
+        scan.dir(Path::new(rel), place, false);
     }
-    list_dir(
-        root,
-        Path::new(ownership::OLD_JUMPS),
-        Place::OldJumps,
-        true,
-        inv,
-    )?;
-    if let Ok(entries) = fs::read_dir(root.join(ownership::TC_DIR)) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name != "globals"
-                && ownership::iface_dir(&name)
-                && e.file_type().is_ok_and(|t| t.is_dir())
-            {
-                let rel = Path::new(ownership::TC_DIR).join(&*name);
-                list_dir(root, &rel, Place::IfaceDir, false, inv)?;
+    scan.dir(Path::new(ownership::OLD_JUMPS), Place::OldJumps, true);
+    if let Some(tc) = scan.open(Path::new(ownership::TC_DIR)) {
+        match tc.entries() {
+            Ok(entries) => {
+                for e in entries {
+                    let name = e.name.as_bytes();
+                    if name == b"globals" || !ownership::iface_dir(name) {
+                        continue;
+                    }
+                    let rel = Path::new(ownership::TC_DIR).join(&e.name);
+                    if e.kind == Kind::Dir && !e.mount {
+                        scan.dir(&rel, Place::IfaceDir, false);
+                    } else {
+                        scan.odd(&rel, &e);
+                    }
+                }
             }
+            Err(e) => scan.blind(Path::new(ownership::TC_DIR), &e),
         }
     }
     for (rel, place) in ownership::PIN_FILES {
-        let path = root.join(rel);
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
-            inv.pins.push(pin(root, &path, place));
+        match top.stat(OsStr::new(rel)) {
+            Ok(e) if e.kind == Kind::File && !e.mount => scan.pin(&top, Path::new(rel), &e, place),
+            Ok(e) if e.kind == Kind::Dir => {}
+            Ok(e) => scan.odd(Path::new(rel), &e),
+            Err(err) if is_gone(&err) => {}
+            Err(err) => scan.blind(Path::new(rel), &err),
         }
     }
-    Ok(())
 }
 
-/// List the pins in one directory (recursively for old_jumps) and record the directory.
-fn list_dir(
-    root: &Path,
-    rel: &Path,
-    place: Place,
-    recursive: bool,
-    inv: &mut Inventory,
-) -> Result<()> {
-    let dir = root.join(rel);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            return Ok(())
-        }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("listing {}", dir.display()))),
-    };
-    let mut count = 0;
-    let mut subdirs = Vec::new();
-    for e in entries {
-        let e = e.with_context(|| format!("listing {}", dir.display()))?;
-        count += 1;
-        let ft = e
-            .file_type()
-            .with_context(|| format!("{}", e.path().display()))?;
-        if ft.is_dir() {
-            subdirs.push(rel.join(e.file_name()));
-        } else if ft.is_file() {
-            inv.pins.push(pin(root, &e.path(), place));
-        }
-    }
-    if ownership::removable_dir(rel) {
-        inv.dirs.push(PinDir {
-            path: dir,
+struct BpffsScan<'a> {
+    root: &'a Path,
+    top: &'a Dir,
+    inv: &'a mut Inventory,
+}
+
+impl BpffsScan<'_> {
+    fn located(&self, rel: &Path, id: FileId) -> Located {
+        Located {
+            root: self.root.to_path_buf(),
             rel: rel.to_path_buf(),
-            entries: count,
-        });
-    }
-    if recursive {
-        for sub in subdirs {
-            list_dir(root, &sub, place, true, inv)?;
+            id,
         }
     }
-    Ok(())
-}
 
-fn pin(root: &Path, path: &Path, place: Place) -> Pin {
-    let object = match pinned_object(path) {
-        Ok(o) => o,
-        Err(e) => PinnedObject::Unknown(e.to_string()),
-    };
-    Pin {
-        path: path.to_path_buf(),
-        rel: path.strip_prefix(root).unwrap_or(path).to_path_buf(),
-        place,
-        object,
+    /// A directory of Calico's places, or None when it is absent (or could not be entered,
+    /// which is recorded).
+    fn open(&mut self, rel: &Path) -> Option<Dir> {
+        match self.top.open_beneath(rel) {
+            Ok(d) => Some(d),
+            Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => None,
+            Err(e) => {
+                self.blind(rel, &e);
+                None
+            }
+        }
+    }
+
+    /// Something the guard could not look into where Calico's objects would be.
+    fn blind(&mut self, rel: &Path, err: &io::Error) {
+        self.inv.incomplete.push(format!(
+            "{}: not inspected: {}",
+            names::path(&self.root.join(rel)),
+            refusal(err)
+        ));
+    }
+
+    /// A symlink, a mount point or a special file in Calico's places: never followed, never
+    /// removed, always reported.
+    fn odd(&mut self, rel: &Path, e: &Entry) {
+        let what = match e.kind {
+            _ if e.mount => "another file system is mounted there",
+            Kind::Symlink => "a symlink",
+            Kind::Dir => "a directory where a pin belongs",
+            Kind::File => "a file",
+            Kind::Other => "not a pin (a device, FIFO or socket)",
+        };
+        self.inv.incomplete.push(format!(
+            "{}: {what}, left alone",
+            names::path(&self.root.join(rel))
+        ));
+    }
+
+    /// List the pins in one directory (recursively for old_jumps) and record the directory.
+    fn dir(&mut self, rel: &Path, place: Place, recursive: bool) {
+        let Some(dir) = self.open(rel) else { return };
+        let entries = match dir.entries() {
+            Ok(e) => e,
+            Err(e) => return self.blind(rel, &e),
+        };
+        let mut subdirs = Vec::new();
+        for e in &entries {
+            let sub = rel.join(&e.name);
+            match e.kind {
+                _ if e.mount => self.odd(&sub, e),
+                Kind::File => self.pin(&dir, &sub, e, place),
+                Kind::Dir if recursive => subdirs.push(sub),
+                // A directory inside ctlb/, tc/globals/ (old_jumps and other tools' own), tcx/
+                // or netkit/ is not a pin and not looked into.
+                Kind::Dir => {}
+                _ => self.odd(&sub, e),
+            }
+        }
+        if ownership::removable_dir(rel) {
+            let at = self.located(rel, dir.id);
+            self.inv.dirs.push(PinDir {
+                at,
+                entries: entries.len(),
+            });
+        }
+        for sub in subdirs {
+            self.dir(&sub, place, true);
+        }
+    }
+
+    fn pin(&mut self, dir: &Dir, rel: &Path, e: &Entry, place: Place) {
+        let object = match pinned_object(dir, &e.name) {
+            Ok(o) => o,
+            Err(err) if is_gone(&err) => return,
+            Err(err) => {
+                self.blind(rel, &err);
+                PinnedObject::Unknown(err.to_string())
+            }
+        };
+        let at = self.located(rel, e.id);
+        self.inv.pins.push(Pin { at, place, object });
     }
 }
 
-pub fn pinned_object(path: &Path) -> io::Result<PinnedObject> {
-    let fd = bpf::obj_get(path)?;
+/// What a pin holds, opened through its directory's fd.
+pub fn pinned_object(dir: &Dir, name: &OsStr) -> io::Result<PinnedObject> {
+    let fd = dir.obj_get(name)?;
     Ok(match bpf::fd_kind(fd.as_fd())? {
         ObjKind::Prog => PinnedObject::Prog(bpf::prog_info(fd.as_fd())?),
         ObjKind::Map => PinnedObject::Map(bpf::map_info(fd.as_fd())?),

@@ -2,6 +2,7 @@
 //! ../shared/calico-objects.md. Kernel names are cut to 15 characters, so every rule works on
 //! the cut name and the program type; BTF full names are only for reports.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use crate::kernel::bpf::{PROG_TYPE_CGROUP_SOCK_ADDR, PROG_TYPE_SCHED_CLS, PROG_TYPE_XDP};
@@ -106,12 +107,13 @@ pub const PIN_FILES: [(&str, Place); 3] = [
 ];
 
 /// A per-interface directory name under `tc/` (Calico ≤3.26): an interface name without dots
-/// plus `_igr`, `_egr` or `_xdp`, or a 40-hex-digit object namespace.
-pub fn iface_dir(name: &str) -> bool {
-    let hex = name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
-    let iface = ["_igr", "_egr", "_xdp"].iter().any(|suffix| {
-        name.strip_suffix(suffix)
-            .is_some_and(|base| !base.is_empty() && !base.contains('.'))
+/// plus `_igr`, `_egr` or `_xdp`, or a 40-hex-digit object namespace. Interface names are
+/// bytes, not always UTF-8, and so is this.
+pub fn iface_dir(name: &[u8]) -> bool {
+    let hex = name.len() == 40 && name.iter().all(|b| b.is_ascii_hexdigit());
+    let iface = [b"_igr", b"_egr", b"_xdp"].iter().any(|suffix| {
+        name.strip_suffix(&suffix[..])
+            .is_some_and(|base| !base.is_empty() && !base.contains(&b'.'))
     });
     hex || iface
 }
@@ -119,17 +121,17 @@ pub fn iface_dir(name: &str) -> bool {
 /// A directory that is Calico's alone, removed once the sweep emptied it. `tc/`, `tc/globals/`,
 /// `tcx/` and `netkit/` are shared with other tools and stay.
 pub fn removable_dir(rel: &Path) -> bool {
-    let parts: Vec<&str> = rel
+    let parts: Vec<&[u8]> = rel
         .components()
         .filter_map(|c| match c {
-            Component::Normal(s) => s.to_str(),
+            Component::Normal(s) => Some(s.as_bytes()),
             _ => None,
         })
         .collect();
     match parts.as_slice() {
-        ["ctlb"] | ["calico_connect4"] => true,
-        ["tc", "globals", "old_jumps", ..] => true,
-        ["tc", name] => *name != "globals" && iface_dir(name),
+        [b"ctlb"] | [b"calico_connect4"] => true,
+        [b"tc", b"globals", b"old_jumps", ..] => true,
+        [b"tc", name] => *name != b"globals" && iface_dir(name),
         _ => false,
     }
 }
@@ -156,7 +158,8 @@ pub fn pin(place: Place, obj: PinnedFacts<'_>, dir_is_calico: bool) -> Option<&'
             .map(|_| "pinned in Calico's CTLB directory, and its program is Calico's connect-time load balancer"),
         (Place::GlobalMaps, Map { name }) => calico_map(name)
             .then_some("map in tc/globals named cali_/xdp_cali_: Calico's eBPF-mode global map"),
-        (Place::OldJumps, _) => {
+        // Only a BPF object: a file that is not one is nobody's to remove, wherever it is.
+        (Place::OldJumps, Prog(_) | Map { .. } | Link(_)) => {
             Some("under tc/globals/old_jumps/: Calico's jump-map repin directory")
         }
         (Place::IfaceDir, Map { name }) if dir_is_calico && calico_map(name) => {
@@ -276,8 +279,13 @@ mod tests {
             ("0123456789abcdef0123456789abcdef0123456g", false),
             ("cilium", false),
         ] {
-            assert_eq!(iface_dir(name), want, "{name}");
+            assert_eq!(iface_dir(name.as_bytes()), want, "{name}");
         }
+        // Interface names are bytes: a name that is not UTF-8 is still an interface's.
+        assert!(iface_dir(b"eth\xff0_igr"));
+        assert!(removable_dir(Path::new(std::ffi::OsStr::from_bytes(
+            b"tc/eth\xff0_igr"
+        ))));
         for (rel, want) in [
             ("ctlb", true),
             ("calico_connect4", true),
@@ -342,7 +350,7 @@ mod tests {
             ),
             (Place::GlobalMaps, Prog(tc), false, false),
             (Place::OldJumps, Map { name: "anything" }, false, true),
-            (Place::OldJumps, Unknown, false, true),
+            (Place::OldJumps, Unknown, false, false),
             (Place::IfaceDir, Map { name: "cali_jump" }, true, true),
             (Place::IfaceDir, Map { name: "cali_jump" }, false, false),
             (Place::IfaceDir, Map { name: "other" }, true, false),

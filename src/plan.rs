@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::inventory::{hook_name, Inventory, PinnedObject, NETKIT_HOOKS};
+use crate::inventory::{hook_name, Inventory, Located, PinnedObject, NETKIT_HOOKS};
 use crate::kernel::bpf::{LinkTarget, F_ALLOW_MULTI};
 use crate::kernel::netlink::{Filter, XdpMode, PARENT_INGRESS};
+use crate::names;
 use crate::ownership::{self, PinnedFacts, Place, ProgFacts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,13 +46,13 @@ pub enum Action {
     DeleteFilter {
         filter: Filter,
     },
-    /// `expect` is the object the pin held at scan time (None: it could not be opened).
+    /// `expect` is the object the pin held at scan time; `at` says where and which inode.
     Unpin {
-        path: PathBuf,
-        expect: Option<ObjId>,
+        at: Located,
+        expect: ObjId,
     },
     RemoveDir {
-        path: PathBuf,
+        at: Located,
     },
     DeleteDevice {
         name: String,
@@ -175,7 +176,7 @@ impl Builder<'_> {
                 }
             });
             if let Some(link_id) = link {
-                let at = format!("cgroup {} {hook} (link {link_id})", a.cgroup.display());
+                let at = format!("cgroup {} {hook} (link {link_id})", names::path(&a.cgroup));
                 let target = LinkTarget::Cgroup {
                     cgroup_id: a.cgroup_id,
                     attach_type: a.attach_type,
@@ -196,7 +197,7 @@ impl Builder<'_> {
                 kind: "cgroup attachment",
                 id: Some(a.prog_id),
                 name: self.prog_name(a.prog_id),
-                location: format!("cgroup {} {hook} ({how})", a.cgroup.display()),
+                location: format!("cgroup {} {hook} ({how})", names::path(&a.cgroup)),
                 reason,
                 objects: vec![ObjId::Prog(a.prog_id)],
             });
@@ -304,13 +305,13 @@ impl Builder<'_> {
 
     fn pins(&mut self) -> BTreeSet<PathBuf> {
         // A per-interface directory is Calico's when it holds one of Calico's jump or counter maps.
-        let marked: BTreeSet<&Path> = self
+        let marked: BTreeSet<PathBuf> = self
             .inv
             .pins
             .iter()
             .filter(|p| p.place == Place::IfaceDir)
             .filter(|p| matches!(&p.object, PinnedObject::Map(m) if ownership::iface_dir_marker(&m.name)))
-            .filter_map(|p| p.path.parent())
+            .filter_map(|p| p.at.path().parent().map(Path::to_path_buf))
             .collect();
         let mut unpinned = BTreeSet::new();
         for pin in &self.inv.pins {
@@ -323,7 +324,8 @@ impl Builder<'_> {
                 PinnedObject::Link(l) => PinnedFacts::Link(self.inv.facts(l.prog_id)),
                 PinnedObject::Unknown(_) => PinnedFacts::Unknown,
             };
-            let in_marked = pin.path.parent().is_some_and(|d| marked.contains(d));
+            let path = pin.at.path();
+            let in_marked = path.parent().is_some_and(|d| marked.contains(d));
             let Some(reason) = ownership::pin(pin.place, facts, in_marked) else {
                 continue;
             };
@@ -332,14 +334,14 @@ impl Builder<'_> {
                     "program pin",
                     Some(p.id),
                     self.prog_name(p.id),
-                    Some(ObjId::Prog(p.id)),
+                    ObjId::Prog(p.id),
                     vec![ObjId::Prog(p.id)],
                 ),
                 PinnedObject::Map(m) => (
                     "map pin",
                     Some(m.id),
                     m.name.clone(),
-                    Some(ObjId::Map(m.id)),
+                    ObjId::Map(m.id),
                     vec![ObjId::Map(m.id)],
                 ),
                 PinnedObject::Link(l) => {
@@ -348,30 +350,30 @@ impl Builder<'_> {
                         l.id,
                         l.prog_id,
                         &l.target,
-                        format!("pinned at {}", pin.path.display()),
+                        format!("pinned at {}", names::path(&path)),
                         reason,
                     );
                     (
                         "link pin",
                         Some(l.id),
                         self.prog_name(l.prog_id),
-                        Some(ObjId::Link(l.id)),
+                        ObjId::Link(l.id),
                         vec![ObjId::Link(l.id), ObjId::Prog(l.prog_id)],
                     )
                 }
-                // Only old_jumps owns objects it could not open; unlink by path alone.
-                PinnedObject::Unknown(_) => ("pin", None, String::new(), None, Vec::new()),
+                // Ownership names no pin it could not open as a BPF object.
+                PinnedObject::Unknown(_) => continue,
             };
-            unpinned.insert(pin.path.clone());
+            unpinned.insert(path.clone());
             self.steps.push(Step {
                 action: Action::Unpin {
-                    path: pin.path.clone(),
+                    at: pin.at.clone(),
                     expect,
                 },
                 kind,
                 id,
                 name,
-                location: pin.path.display().to_string(),
+                location: names::path(&path),
                 reason,
                 objects,
             });
@@ -381,31 +383,26 @@ impl Builder<'_> {
 
     /// Calico's own directories, once every entry in them goes: deepest first.
     fn dirs(&mut self, unpinned: &BTreeSet<PathBuf>) {
-        let mut dirs: Vec<_> = self.inv.dirs.iter().collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
-        let mut removed: BTreeSet<&Path> = BTreeSet::new();
-        for d in dirs {
+        let mut dirs: Vec<_> = self.inv.dirs.iter().map(|d| (d, d.at.path())).collect();
+        dirs.sort_by_key(|(_, path)| std::cmp::Reverse(path.components().count()));
+        let mut removed: BTreeSet<PathBuf> = BTreeSet::new();
+        for (d, path) in dirs {
             let going = unpinned
                 .iter()
-                .filter(|p| p.parent() == Some(&d.path))
-                .count()
-                + removed
-                    .iter()
-                    .filter(|p| p.parent() == Some(&d.path))
-                    .count();
+                .chain(&removed)
+                .filter(|p| p.parent() == Some(path.as_path()))
+                .count();
             if going == d.entries {
-                removed.insert(&d.path);
                 self.steps.push(Step {
-                    action: Action::RemoveDir {
-                        path: d.path.clone(),
-                    },
+                    action: Action::RemoveDir { at: d.at.clone() },
                     kind: "directory",
                     id: None,
-                    name: d.rel.display().to_string(),
-                    location: d.path.display().to_string(),
+                    name: names::path(&d.at.rel),
+                    location: names::path(&path),
                     reason: "Calico's own bpffs directory, empty once its pins are gone",
                     objects: Vec::new(),
                 });
+                removed.insert(path);
             }
         }
     }
@@ -463,6 +460,7 @@ pub fn program_ids(steps: &[Step]) -> BTreeSet<u32> {
 mod tests {
     use super::*;
     use crate::inventory::{CgroupAttachment, HookAttachment, Pin, PinDir};
+    use crate::kernel::tree::FileId;
     use crate::kernel::bpf::{
         LinkInfo, MapInfo, ProgInfo, ATTACH_INET4_CONNECT as C4, ATTACH_TCX_INGRESS,
         F_ALLOW_MULTI as MULTI, PROG_TYPE_CGROUP_SOCK_ADDR as SA, PROG_TYPE_SCHED_CLS as CLS,
@@ -495,10 +493,17 @@ mod tests {
         }
     }
 
+    fn loc(rel: &str) -> Located {
+        Located {
+            root: "/b".into(),
+            rel: rel.into(),
+            id: FileId::default(),
+        }
+    }
+
     fn pin(path: &str, place: Place, object: PinnedObject) -> Pin {
         Pin {
-            path: PathBuf::from("/b").join(path),
-            rel: path.into(),
+            at: loc(path),
             place,
             object,
         }
@@ -603,8 +608,7 @@ mod tests {
             PinnedObject::Link(link),
         )];
         i.dirs = vec![PinDir {
-            path: "/b/ctlb".into(),
-            rel: "ctlb".into(),
+            at: loc("ctlb"),
             entries: 1,
         }];
         let names = BTreeMap::from([(1, "calico_connect_v4".to_string())]);
@@ -644,28 +648,23 @@ mod tests {
         ];
         i.dirs = vec![
             PinDir {
-                path: "/b/tc/globals/old_jumps".into(),
-                rel: "tc/globals/old_jumps".into(),
+                at: loc("tc/globals/old_jumps"),
                 entries: 1,
             },
             PinDir {
-                path: "/b/tc/globals/old_jumps/a".into(),
-                rel: "tc/globals/old_jumps/a".into(),
+                at: loc("tc/globals/old_jumps/a"),
                 entries: 1,
             },
             PinDir {
-                path: "/b/tc/eth0_igr".into(),
-                rel: "tc/eth0_igr".into(),
+                at: loc("tc/eth0_igr"),
                 entries: 2,
             },
             PinDir {
-                path: "/b/tc/eth1_igr".into(),
-                rel: "tc/eth1_igr".into(),
+                at: loc("tc/eth1_igr"),
                 entries: 1,
             },
             PinDir {
-                path: "/b/ctlb".into(),
-                rel: "ctlb".into(),
+                at: loc("ctlb"),
                 entries: 0,
             },
         ];

@@ -150,6 +150,9 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     let (mut inv, steps, names) = scan_and_plan(s)?;
     report.kernel = Some(inv.features);
     report.warnings = std::mem::take(&mut inv.warnings);
+    // What could not be inspected is warned about like the rest, and costs the exit code.
+    let blind = inv.incomplete.len();
+    report.warnings.append(&mut inv.incomplete);
     // The plan holds everything apply needs; the inventory's memory goes before the re-scan's.
     drop(inv);
     for w in &report.warnings {
@@ -238,15 +241,18 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             }
         }
     }
-    let decision = if planned == 0 {
-        format!("clean, nothing to remove ({why})")
-    } else {
-        format!("swept ({why})")
+    let mut decision = match (planned, blind) {
+        (0, 0) => format!("clean, nothing to remove ({why})"),
+        (0, _) => format!("nothing to remove where the guard could look ({why})"),
+        _ => format!("swept ({why})"),
     };
+    if blind > 0 {
+        decision += &format!(", but {blind} place(s) could not be inspected (see warnings)");
+    }
     let (summary, line) = out.finish(&decision);
     logging::log(Level::Notice, &line);
     logging::notify_status(&line);
-    Ok(if summary.failed > 0 {
+    Ok(if summary.failed > 0 || blind > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -281,6 +287,8 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
     };
     report.kernel = Some(inv.features);
     report.warnings.append(&mut inv.warnings);
+    let blind = inv.incomplete.len();
+    report.warnings.append(&mut inv.incomplete);
     drop(inv);
     if !steps.is_empty() {
         report.notes = notes::notes(&notes::gather());
@@ -300,6 +308,13 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
         }
     }
     let (decision, code) = match (steps.is_empty(), report.ebpf) {
+        // Found nothing, but did not see everything: never "clean".
+        (true, _) if blind > 0 => (
+            format!(
+                "cannot tell: {blind} place(s) could not be inspected (see warnings), nothing stale elsewhere"
+            ),
+            EXIT_CANNOT_TELL,
+        ),
         (true, _) => ("clean: no stale Calico eBPF objects".to_string(), EXIT_OK),
         (false, Ebpf::Off) if !report.holders.is_empty() => (
             "stale: a live eBPF dataplane runs although the mode file says eBPF is off".into(),

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use calico_bpf_guard::inventory::{CgroupAttachment, Inventory, Pin, PinnedObject};
+use calico_bpf_guard::inventory::{CgroupAttachment, Inventory, Located, Pin, PinnedObject};
+use calico_bpf_guard::kernel::tree::FileId;
 use calico_bpf_guard::kernel::bpf::{self, MapInfo, ProgInfo};
 use calico_bpf_guard::kernel::netlink::{Filter, NetIf, XdpMode, PARENT_INGRESS};
 use calico_bpf_guard::ownership::{self, Place, ProgFacts, Scope};
@@ -178,7 +179,7 @@ proptest! {
                 Action::DeleteFilter { filter } => format!("tc {}", filter.prog_id.unwrap_or(0)),
                 Action::DetachXdp { prog_id, .. } => format!("xdp {prog_id}"),
                 Action::DeleteDevice { name } => format!("dev {name}"),
-                Action::Unpin { path, .. } => format!("pin {}", path.display()),
+                Action::Unpin { at, .. } => format!("pin {}", at.path().display()),
                 other => return Err(TestCaseError::fail(format!("unexpected step {other:?}"))),
             };
             prop_assert!(got.insert(key.clone()), "planned twice: {}", key);
@@ -215,7 +216,7 @@ proptest! {
         for pin in &inv.pins {
             if let PinnedObject::Map(m) = &pin.object {
                 if oracle::map(&m.name) {
-                    want.insert(format!("pin {}", pin.path.display()));
+                    want.insert(format!("pin {}", pin.at.path().display()));
                 }
             }
         }
@@ -373,8 +374,11 @@ fn inventory() -> impl Strategy<Value = Inventory> {
         for (i, name) in maps.into_iter().enumerate() {
             let rel = PathBuf::from(format!("tc/globals/m{i}"));
             inv.pins.push(Pin {
-                path: Path::new("/sys/fs/bpf").join(&rel),
-                rel,
+                at: Located {
+                    root: "/sys/fs/bpf".into(),
+                    rel,
+                    id: FileId::default(),
+                },
                 place: Place::GlobalMaps,
                 object: PinnedObject::Map(MapInfo {
                     id: 1000 + i as u32,

@@ -7,6 +7,7 @@ pub mod fs;
 pub mod netlink;
 pub mod rcu;
 pub mod task_files;
+pub mod tree;
 
 use std::io;
 

@@ -3,13 +3,16 @@
 //! so a bug there cannot hide itself.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::os::fd::AsFd;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use calico_bpf_guard::kernel::bpf::{self, IdSpace, Target};
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 use serde_json::Value;
 
 use crate::progs;
@@ -36,59 +39,113 @@ fn prog_name(id: u32) -> String {
         .unwrap_or_else(|_| format!("prog#{id}"))
 }
 
+/// Walk a tree one directory fd at a time, not following symlinks (but entering mounts: the
+/// snapshot must show what a planted mount holds), so that paths longer than PATH_MAX and names
+/// that are not UTF-8 are listed like any other. `visit` gets each directory's fd and its path
+/// below the root (empty for the root); entries other than directories go to `leaf`.
+fn walk(
+    root: &Path,
+    visit: &mut dyn FnMut(&OwnedFd, &Path) -> Result<()>,
+    leaf: &mut dyn FnMut(&Path),
+) -> Result<()> {
+    let top = open(root).with_context(|| format!("opening {}", root.display()))?;
+    let mut stack = vec![(top, PathBuf::new())];
+    while let Some((fd, rel)) = stack.pop() {
+        visit(&fd, &rel)?;
+        let mut list = nix::dir::Dir::openat(
+            &fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .with_context(|| format!("listing {}", root.join(&rel).display()))?;
+        for e in list.iter() {
+            let e = e?;
+            let name = OsStr::from_bytes(e.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let st = fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                let child = openat(
+                    &fd,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+                stack.push((child, rel.join(name)));
+            } else {
+                leaf(&rel.join(name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open(path: &Path) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn shown(rel: &Path) -> String {
+    calico_bpf_guard::names::path(rel)
+}
+
 /// `cgroup <rel> <hook> <program> <exclusive|override|multi>` for every cgroup under `root`.
 pub fn cgroups(root: &Path) -> Result<Snapshot> {
     let mut out = Snapshot::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let f = fs::File::open(&dir)?;
-        let rel = dir.strip_prefix(root).unwrap_or(&dir).display().to_string();
-        let rel = if rel.is_empty() { ".".to_string() } else { rel };
-        for (hook, hook_name) in cgroup_hooks() {
-            let q = bpf::query(Target::Fd(f.as_fd()), hook)
-                .with_context(|| format!("query {hook_name} {}", dir.display()))?;
-            let how = match q.slot_flags {
-                0 => "exclusive",
-                1 => "override",
-                _ => "multi",
+    walk(
+        root,
+        &mut |fd, rel| {
+            let rel = if rel.as_os_str().is_empty() {
+                ".".to_string()
+            } else {
+                shown(rel)
             };
-            for p in q.progs {
-                out.insert(format!(
-                    "cgroup {rel} {hook_name} {} {how}",
-                    prog_name(p.prog_id)
-                ));
+            for (hook, hook_name) in cgroup_hooks() {
+                let q = bpf::query(Target::Fd(fd.as_fd()), hook)
+                    .with_context(|| format!("query {hook_name} {rel}"))?;
+                let how = match q.slot_flags {
+                    0 => "exclusive",
+                    1 => "override",
+                    _ => "multi",
+                };
+                for p in q.progs {
+                    out.insert(format!(
+                        "cgroup {rel} {hook_name} {} {how}",
+                        prog_name(p.prog_id)
+                    ));
+                }
             }
-        }
-        for e in fs::read_dir(&dir)?.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            }
-        }
-    }
+            Ok(())
+        },
+        &mut |_| {},
+    )?;
     Ok(out)
 }
 
-/// `pin <rel>` and `dir <rel>/` for everything on a bpffs.
+/// `pin <rel>` and `dir <rel>/` for everything on a bpffs (a symlink or other file is listed
+/// as a pin).
 pub fn pins(root: &Path) -> Result<Snapshot> {
-    let mut out = Snapshot::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir)?.flatten() {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap_or(&e.path())
-                .display()
-                .to_string();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.insert(format!("dir {rel}/"));
-                stack.push(e.path());
-            } else {
-                out.insert(format!("pin {rel}"));
+    let mut dirs = Snapshot::new();
+    let mut files = Snapshot::new();
+    walk(
+        root,
+        &mut |_, rel| {
+            if !rel.as_os_str().is_empty() {
+                dirs.insert(format!("dir {}/", shown(rel)));
             }
-        }
-    }
-    Ok(out)
+            Ok(())
+        },
+        &mut |rel| {
+            files.insert(format!("pin {}", shown(rel)));
+        },
+    )?;
+    dirs.append(&mut files);
+    Ok(dirs)
 }
 
 fn json(cmd: &str, args: &[&str]) -> Result<Value> {
