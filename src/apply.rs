@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -11,9 +12,9 @@ use serde::Serialize;
 use crate::inventory::{pinned_object, Located, PinnedObject};
 use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
 use crate::kernel::fs::{self as kfs, FsKind};
-use crate::kernel::tree::{self, Dir, Entry, Kind};
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{copy_err, Filter, Rtnl, XdpMode, FILTER_BATCH};
+use crate::kernel::tree::{self, Dir, Entry, Kind};
 use crate::plan::{Action, ObjId, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,11 +94,7 @@ impl Ctx {
                 _ => None,
             })
             .collect();
-        let results = match self.rtnl() {
-            Ok(rtnl) => rtnl.del_filters(&filters),
-            Err(e) => filters.iter().map(|_| Err(copy_err(&e))).collect(),
-        };
-        let mut results = results.into_iter();
+        let mut results = self.delete_if_unchanged(&filters).into_iter();
         injected
             .into_iter()
             .map(|inj| match inj {
@@ -105,11 +102,40 @@ impl Ctx {
                 None => outcome(
                     results
                         .next()
-                        .unwrap_or_else(|| Err(io::Error::other("no result for this filter")))
-                        .map(|()| Outcome::Removed),
+                        .unwrap_or_else(|| Err(io::Error::other("no result for this filter"))),
                 ),
             })
             .collect()
+    }
+
+    /// A tc filter is deleted by its place (interface, parent, chain, priority, protocol,
+    /// handle), whatever runs there: so each is read back first, all in one datagram, and only
+    /// those still running the planned program are deleted, in the next. A filter now running
+    /// another program is kept; one that cannot be read back is not deleted.
+    fn delete_if_unchanged(&mut self, planned: &[&Filter]) -> Vec<io::Result<Outcome>> {
+        let rtnl = match self.rtnl() {
+            Ok(r) => r,
+            Err(e) => return planned.iter().map(|_| Err(copy_err(&e))).collect(),
+        };
+        let mut results = Vec::with_capacity(planned.len());
+        let mut unchanged = Vec::new();
+        for (i, (want, now)) in planned.iter().zip(rtnl.get_filters(planned)).enumerate() {
+            results.push(match now.map(|now| replaced(want, &now)) {
+                Ok(None) => {
+                    unchanged.push(i);
+                    Ok(Outcome::Removed)
+                }
+                Ok(Some(why)) => Ok(Outcome::Kept(why)),
+                Err(e) => Err(e),
+            });
+        }
+        let verified: Vec<&Filter> = unchanged.iter().map(|&i| planned[i]).collect();
+        for (i, deleted) in unchanged.into_iter().zip(rtnl.del_filters(&verified)) {
+            if let Err(e) = deleted {
+                results[i] = Err(e);
+            }
+        }
+        results
     }
 
     fn action(&mut self, action: &Action) -> io::Result<Outcome> {
@@ -189,16 +215,18 @@ impl Ctx {
                     r => r.map(|()| Outcome::Removed),
                 }
             }
-            Action::DeleteFilter { filter } => {
-                self.rtnl()?.del_filter(filter)?;
-                Ok(Outcome::Removed)
-            }
+            Action::DeleteFilter { filter } => self
+                .delete_if_unchanged(&[filter])
+                .pop()
+                .unwrap_or_else(|| Err(io::Error::other("no result for this filter"))),
             Action::Unpin { at, expect } => {
                 let Some((dir, seen)) = reach(at, Kind::File)? else {
                     return Ok(moved());
                 };
                 if dir.stat(&seen.name)?.id != seen.id {
-                    return Ok(Outcome::Kept("another file was pinned there since the scan".into()));
+                    return Ok(Outcome::Kept(
+                        "another file was pinned there since the scan".into(),
+                    ));
                 }
                 let now = match pinned_object(&dir, &seen.name)? {
                     PinnedObject::Prog(p) => Some(ObjId::Prog(p.id)),
@@ -224,10 +252,8 @@ impl Ctx {
             }
             Action::DeleteDevice { name } => {
                 let rtnl = self.rtnl()?;
-                match rtnl.link_by_name(name)? {
-                    Some(dev)
-                        if crate::ownership::device(&dev.name, dev.kind.as_deref()).is_some() =>
-                    {
+                match rtnl.link_by_name(name.as_bytes())? {
+                    Some(dev) if crate::plan::calico_device(&dev).is_some() => {
                         rtnl.del_link(dev.ifindex)?;
                         Ok(Outcome::Removed)
                     }
@@ -282,6 +308,21 @@ fn removed(same: bool) -> Outcome {
         Outcome::Removed
     } else {
         Outcome::Kept("something else stands there since the scan".into())
+    }
+}
+
+/// Why the filter now in a planned filter's place is not the planned one; None when it is.
+fn replaced(want: &Filter, now: &Filter) -> Option<String> {
+    if now.kind != want.kind {
+        return Some(format!("its place now holds a {} filter", now.kind));
+    }
+    match (now.prog_id, want.prog_id) {
+        (Some(now), Some(want)) if now == want => None,
+        (Some(now), want) => Some(format!(
+            "the filter in its place now runs program {now}, not {}",
+            want.unwrap_or_default()
+        )),
+        (None, _) => Some("the filter in its place now runs no program".into()),
     }
 }
 

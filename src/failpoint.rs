@@ -41,6 +41,23 @@ pub fn task_files_unavailable() -> Option<String> {
     None
 }
 
+/// An injected error for the tc filter dump of the interface the `filter-dump` failpoint names
+/// (shown form): `filter-dump=return(cali1)` answers EINVAL, as a kernel may for a dump it
+/// refuses.
+#[cfg(feature = "failpoints")]
+pub fn filter_dump(ifname: &str) -> Option<std::io::Error> {
+    fail::fail_point!("filter-dump", |name: Option<String>| match name {
+        Some(n) if n != ifname => None,
+        _ => Some(std::io::Error::from_raw_os_error(libc::EINVAL)),
+    });
+    None
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub fn filter_dump(_ifname: &str) -> Option<std::io::Error> {
+    None
+}
+
 /// The pause (or any other action) configured between planning and applying.
 pub fn after_plan() {
     #[cfg(feature = "failpoints")]

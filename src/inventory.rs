@@ -2,9 +2,9 @@
 //! plain data for `ownership` and `plan`. Nothing here changes the kernel.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 
 use crate::kernel::bpf::{self, Features, IdSpace, LinkInfo, MapInfo, ObjKind, ProgInfo, Target};
 use crate::kernel::fs::{self as kfs, FsKind};
-use crate::kernel::tree::{Dir, Entry, FileId, Kind};
-use crate::names;
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{Filter, NetIf, Rtnl, PARENT_EGRESS, PARENT_INGRESS};
+use crate::kernel::tree::{Dir, Entry, FileId, Kind};
+use crate::names;
 use crate::ownership::{self, Place, ProgFacts, Scope};
 
 /// The six cgroup hooks Calico's connect-time load balancer uses.
@@ -109,7 +109,7 @@ pub struct PinDir {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookAttachment {
     pub ifindex: u32,
-    pub ifname: String,
+    pub ifname: std::ffi::OsString,
     pub attach_type: u32,
     pub prog_id: u32,
     pub link_id: Option<u32>,
@@ -144,11 +144,12 @@ impl Inventory {
         })
     }
 
+    /// An interface's name as shown in locations and messages.
     pub fn ifname(&self, ifindex: u32) -> String {
         self.netifs
             .iter()
             .find(|n| n.ifindex == ifindex)
-            .map(|n| n.name.clone())
+            .map(|n| names::os(&n.name))
             .unwrap_or_else(|| format!("if#{ifindex}"))
     }
 }
@@ -238,8 +239,10 @@ fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
         let top = match Dir::open_root(root) {
             Ok(d) => d,
             Err(e) => {
-                inv.incomplete
-                    .push(format!("{}: cgroup root not inspected: {e}", names::path(root)));
+                inv.incomplete.push(format!(
+                    "{}: cgroup root not inspected: {e}",
+                    names::path(root)
+                ));
                 continue;
             }
         };
@@ -253,8 +256,10 @@ fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
                 continue;
             }
             Err(e) => {
-                inv.incomplete
-                    .push(format!("{}: cgroup root not inspected: {e}", names::path(root)));
+                inv.incomplete.push(format!(
+                    "{}: cgroup root not inspected: {e}",
+                    names::path(root)
+                ));
                 continue;
             }
         }
@@ -349,8 +354,10 @@ fn scan_bpffs(root: &Path, inv: &mut Inventory) {
             return
         }
         Err(e) => {
-            inv.incomplete
-                .push(format!("{}: bpffs root not inspected: {e}", names::path(root)));
+            inv.incomplete.push(format!(
+                "{}: bpffs root not inspected: {e}",
+                names::path(root)
+            ));
             return;
         }
     };
@@ -364,12 +371,18 @@ fn scan_bpffs(root: &Path, inv: &mut Inventory) {
             return;
         }
         Err(e) => {
-            inv.incomplete
-                .push(format!("{}: bpffs root not inspected: {e}", names::path(root)));
+            inv.incomplete.push(format!(
+                "{}: bpffs root not inspected: {e}",
+                names::path(root)
+            ));
             return;
         }
     }
-    let mut scan = BpffsScan { root, top: &top, inv };
+    let mut scan = BpffsScan {
+        root,
+        top: &top,
+        inv,
+    };
     for (rel, place) in ownership::PIN_DIRS {
         scan.dir(Path::new(rel), place, false);
     }
@@ -444,8 +457,10 @@ impl BpffsScan<'_> {
     /// A symlink, a mount point or a special file in Calico's places: never followed, never
     /// removed, always reported.
     fn odd(&mut self, rel: &Path, e: &Entry) {
+        if e.mount {
+            return self.blind(rel, &io::Error::from_raw_os_error(libc::EXDEV));
+        }
         let what = match e.kind {
-            _ if e.mount => "another file system is mounted there",
             Kind::Symlink => "a symlink",
             Kind::Dir => "a directory where a pin belongs",
             Kind::File => "a file",
@@ -537,8 +552,20 @@ fn scan_network(inv: &mut Inventory) -> Result<()> {
     let mut with_clsact: Vec<u32> = clsact.into_iter().collect();
     with_clsact.sort_unstable();
     for ifindex in with_clsact {
-        for parent in [PARENT_INGRESS, PARENT_EGRESS] {
-            inv.filters.extend(rtnl.filters(ifindex, parent)?);
+        for (parent, dir) in [(PARENT_INGRESS, "ingress"), (PARENT_EGRESS, "egress")] {
+            let dumped = match crate::failpoint::filter_dump(&inv.ifname(ifindex)) {
+                Some(injected) => Err(injected),
+                None => rtnl.filters(ifindex, parent),
+            };
+            // One interface that cannot be read costs that interface, never the scan, and is
+            // never read as "no filters".
+            match dumped {
+                Ok(filters) => inv.filters.extend(filters),
+                Err(e) => {
+                    let what = format!("tc filters of {} {dir}: {e}", inv.ifname(ifindex));
+                    inv.incomplete.push(what);
+                }
+            }
         }
     }
     let f = inv.features;
@@ -562,13 +589,11 @@ fn scan_network(inv: &mut Inventory) -> Result<()> {
                         link_id: (p.link_id != 0).then_some(p.link_id),
                     })),
                 Err(e) if is_gone(&e) => {}
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "querying {} on {}",
-                        hook_name(attach_type),
-                        nif.name
-                    )))
-                }
+                Err(e) => inv.incomplete.push(format!(
+                    "{} {}: {e}",
+                    names::os(&nif.name),
+                    hook_name(attach_type)
+                )),
             }
         }
     }

@@ -3,13 +3,14 @@
 //! then remove emptied Calico directories (deepest first), then delete devices.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::inventory::{hook_name, Inventory, Located, PinnedObject, NETKIT_HOOKS};
 use crate::kernel::bpf::{LinkTarget, F_ALLOW_MULTI};
-use crate::kernel::netlink::{Filter, XdpMode, PARENT_INGRESS};
+use crate::kernel::netlink::{Filter, NetIf, XdpMode, PARENT_INGRESS};
 use crate::names;
 use crate::ownership::{self, PinnedFacts, Place, ProgFacts};
 
@@ -54,8 +55,9 @@ pub enum Action {
     RemoveDir {
         at: Located,
     },
+    /// By its exact name (bytes).
     DeleteDevice {
-        name: String,
+        name: OsString,
     },
 }
 
@@ -235,7 +237,7 @@ impl Builder<'_> {
             let Some(reason) = self.inv.facts(h.prog_id).and_then(ownership::tc_program) else {
                 continue;
             };
-            let at = format!("{} {}", h.ifname, hook_name(h.attach_type));
+            let at = format!("{} {}", names::os(&h.ifname), hook_name(h.attach_type));
             match h.link_id {
                 Some(link_id) => {
                     let (ifindex, attach_type) = (h.ifindex, h.attach_type);
@@ -278,7 +280,7 @@ impl Builder<'_> {
                     XdpMode::Generic => "generic",
                     XdpMode::Offload => "offload",
                 };
-                let at = format!("{} xdp ({mode_name})", nif.name);
+                let at = format!("{} xdp ({mode_name})", names::os(&nif.name));
                 let ifindex = nif.ifindex;
                 match self.link_for(prog_id, |t| *t == LinkTarget::Xdp { ifindex }) {
                     Some(link_id) => {
@@ -409,14 +411,14 @@ impl Builder<'_> {
 
     fn devices(&mut self) {
         for nif in &self.inv.netifs {
-            if let Some(reason) = ownership::device(&nif.name, nif.kind.as_deref()) {
+            if let Some(reason) = calico_device(nif) {
                 self.steps.push(Step {
                     action: Action::DeleteDevice {
                         name: nif.name.clone(),
                     },
                     kind: "device",
                     id: Some(nif.ifindex),
-                    name: nif.name.clone(),
+                    name: names::os(&nif.name),
                     location: "this network namespace".into(),
                     reason,
                     objects: Vec::new(),
@@ -424,6 +426,11 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// The device rule on a name that is bytes: a name that is not UTF-8 is not `bpfin.cali`.
+pub fn calico_device(nif: &NetIf) -> Option<&'static str> {
+    ownership::device(nif.name.to_str()?, nif.kind.as_deref())
 }
 
 /// The steps that remove every Calico object in the inventory, in apply order.
@@ -460,13 +467,13 @@ pub fn program_ids(steps: &[Step]) -> BTreeSet<u32> {
 mod tests {
     use super::*;
     use crate::inventory::{CgroupAttachment, HookAttachment, Pin, PinDir};
-    use crate::kernel::tree::FileId;
     use crate::kernel::bpf::{
         LinkInfo, MapInfo, ProgInfo, ATTACH_INET4_CONNECT as C4, ATTACH_TCX_INGRESS,
         F_ALLOW_MULTI as MULTI, PROG_TYPE_CGROUP_SOCK_ADDR as SA, PROG_TYPE_SCHED_CLS as CLS,
         PROG_TYPE_XDP as XDP,
     };
     use crate::kernel::netlink::{NetIf, PARENT_EGRESS};
+    use crate::kernel::tree::FileId;
 
     fn inv(progs: &[(u32, u32, &str)]) -> Inventory {
         let mut i = Inventory::default();
@@ -830,6 +837,56 @@ mod tests {
             [
                 "pinned at /b/tcx/gone_ingress",
                 "pinned at /b/netkit/gone_primary"
+            ]
+        );
+    }
+
+    /// Interface names are bytes: locations show them escaped, one line each, and the device
+    /// rule matches the exact bytes.
+    #[test]
+    fn interface_names_are_shown_escaped() {
+        use std::os::unix::ffi::OsStringExt;
+        let name = |b: &[u8]| std::ffi::OsString::from_vec(b.to_vec());
+        let mut i = inv(&[(1, CLS, "cali_tc_preambl"), (3, XDP, "cali_xdp_preamb")]);
+        i.filters = vec![Filter {
+            ifindex: 2,
+            parent: PARENT_INGRESS,
+            handle: 1,
+            info: (1 << 16) | 0x0300,
+            chain: 0,
+            kind: "bpf".into(),
+            prog_id: Some(1),
+        }];
+        i.netifs = vec![
+            NetIf {
+                ifindex: 2,
+                name: name(b"cali\xff1"),
+                kind: Some("veth".into()),
+                xdp: vec![(XdpMode::Generic, 3)],
+            },
+            NetIf {
+                ifindex: 4,
+                name: name(b"bpfin.cali\xff"),
+                kind: Some("veth".into()),
+                xdp: vec![],
+            },
+        ];
+        i.hooks = vec![HookAttachment {
+            ifindex: 5,
+            ifname: name(b"w\x1b[2K\n"),
+            attach_type: ATTACH_TCX_INGRESS,
+            prog_id: 1,
+            link_id: None,
+        }];
+        assert_eq!(
+            tags(&build(&i, &BTreeMap::new())),
+            [
+                t(
+                    "delete-filter",
+                    "cali\\xff1 ingress pref 1 handle 0x1 protocol 0x0003"
+                ),
+                t("detach-hook", "w\\x1b[2K\\n tcx ingress"),
+                t("detach-xdp Generic", "cali\\xff1 xdp (generic)"),
             ]
         );
     }

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use calico_bpf_guard::inventory::{CgroupAttachment, Inventory, Located, Pin, PinnedObject};
-use calico_bpf_guard::kernel::tree::FileId;
 use calico_bpf_guard::kernel::bpf::{self, MapInfo, ProgInfo};
 use calico_bpf_guard::kernel::netlink::{Filter, NetIf, XdpMode, PARENT_INGRESS};
+use calico_bpf_guard::kernel::tree::FileId;
 use calico_bpf_guard::ownership::{self, Place, ProgFacts, Scope};
 use calico_bpf_guard::plan::{self, Action};
 use calico_bpf_guard::{config, mode};
@@ -42,8 +42,8 @@ mod oracle {
         name.starts_with("cali_") || name.starts_with("xdp_cali_")
     }
 
-    pub fn device(name: &str, kind: Option<&str>) -> bool {
-        name == "bpfin.cali" && kind == Some("veth")
+    pub fn device(name: &[u8], kind: Option<&str>) -> bool {
+        name == b"bpfin.cali" && kind == Some("veth")
     }
 }
 
@@ -143,21 +143,29 @@ proptest! {
         prop_assert_eq!(ownership::calico_map(&name), oracle::map(&name));
     }
 
+    /// Interface names are bytes: the rule sees them exactly, UTF-8 or not.
     #[test]
     fn devices_are_calico_only_when_the_rules_say_so(
         name in prop_oneof![
             prop::sample::select(vec![
-                "bpfin.cali", "bpfout.cali", "bpfin.calico", "bpfin.cal", "BPFIN.CALI",
-                "vxlan.calico", "vxlan-v6.calico", "tunl0", "wireguard.cali", "cali1234",
-            ]).prop_map(String::from),
-            "(bpf|cali|eth|ens)[a-z0-9.]{0,11}",
-            any::<String>(),
+                &b"bpfin.cali"[..], b"bpfout.cali", b"bpfin.calico", b"bpfin.cal", b"BPFIN.CALI",
+                b"vxlan.calico", b"vxlan-v6.calico", b"tunl0", b"wireguard.cali", b"cali1234",
+                b"bpfin.cali\xff", b"\xffbpfin.cali", b"bpfin\xff.cali", b"bpfin.cal\xe9",
+            ]).prop_map(<[u8]>::to_vec),
+            "(bpf|cali|eth|ens)[a-z0-9.]{0,11}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 1..16),
         ],
         kind in prop::option::of(prop::sample::select(vec![
             "veth", "dummy", "vxlan", "ipip", "wireguard", "bridge", "Veth", "",
         ])),
     ) {
-        prop_assert_eq!(ownership::device(&name, kind).is_some(), oracle::device(&name, kind));
+        let nif = NetIf {
+            ifindex: 2,
+            name: std::os::unix::ffi::OsStringExt::from_vec(name.clone()),
+            kind: kind.map(String::from),
+            xdp: Vec::new(),
+        };
+        prop_assert_eq!(plan::calico_device(&nif).is_some(), oracle::device(&name, kind));
     }
 
 }
@@ -178,7 +186,7 @@ proptest! {
                 Action::DetachCgroup { prog_id, .. } => format!("cgroup {prog_id}"),
                 Action::DeleteFilter { filter } => format!("tc {}", filter.prog_id.unwrap_or(0)),
                 Action::DetachXdp { prog_id, .. } => format!("xdp {prog_id}"),
-                Action::DeleteDevice { name } => format!("dev {name}"),
+                Action::DeleteDevice { name } => format!("dev {}", name.display()),
                 Action::Unpin { at, .. } => format!("pin {}", at.path().display()),
                 other => return Err(TestCaseError::fail(format!("unexpected step {other:?}"))),
             };
@@ -209,8 +217,8 @@ proptest! {
                     want.insert(format!("xdp {id}"));
                 }
             }
-            if oracle::device(&nif.name, nif.kind.as_deref()) {
-                want.insert(format!("dev {}", nif.name));
+            if oracle::device(nif.name.as_encoded_bytes(), nif.kind.as_deref()) {
+                want.insert(format!("dev {}", nif.name.display()));
             }
         }
         for pin in &inv.pins {

@@ -1,12 +1,18 @@
 //! rtnetlink through netlink-packet-route on a plain blocking socket: link, qdisc and tc filter
 //! dumps, and the deletes the sweep needs. libbpf cannot list tc filters, hence this.
+//! Interface names are bytes (any byte but NUL, `/`, `:` and white space, UTF-8 or not), and so
+//! they stay here.
 
+use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
+use std::time::Duration;
 
 use netlink_packet_core::{
-    parse_string, parse_u32, parse_u8, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, NlasIterator, NLA_HEADER_SIZE, NLMSG_DONE, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    parse_string, parse_u32, parse_u8, DefaultNla, NetlinkBuffer, NetlinkDeserializable,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLA_HEADER_SIZE, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
@@ -28,7 +34,7 @@ pub enum XdpMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetIf {
     pub ifindex: u32,
-    pub name: String,
+    pub name: OsString,
     pub kind: Option<String>,
     pub xdp: Vec<(XdpMode, u32)>,
 }
@@ -67,11 +73,17 @@ pub struct Rtnl {
     buf: Vec<u8>,
 }
 
+/// How long the guard waits for any one answer from the kernel. rtnetlink answers from memory
+/// in microseconds; a wait this long means something holds the kernel's locks, and a guard
+/// that waited forever would hold kubelet's start with it.
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Rtnl {
     pub fn open() -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
+        set_receive_timeout(&socket, RECEIVE_TIMEOUT)?;
         Ok(Rtnl {
             socket,
             seq: 0,
@@ -79,16 +91,31 @@ impl Rtnl {
         })
     }
 
-    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+    /// Serialize `msg` as the next request (a new sequence number) onto `out`.
+    fn push(&mut self, out: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16) {
         self.seq = self.seq.wrapping_add(1);
         let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
         packet.header.flags = NLM_F_REQUEST | flags;
         packet.header.sequence_number = self.seq;
         packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.socket.send(&out, 0)?;
-        Ok(())
+        // Messages in one datagram start at 4-byte boundaries.
+        let at = out.len();
+        out.resize(at + ((packet.buffer_len() + 3) & !3), 0);
+        packet.serialize(&mut out[at..]);
+    }
+
+    /// One datagram from the kernel; a timeout is an error that says what went unanswered.
+    fn recv(&mut self, asked: &str) -> io::Result<usize> {
+        match self.socket.recv(&mut &mut self.buf[..], 0) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the kernel did not answer {asked} within {} s",
+                    RECEIVE_TIMEOUT.as_secs()
+                ),
+            )),
+            r => r,
+        }
     }
 
     /// Send one request and collect the answer: every message of a dump, or the ack.
@@ -97,8 +124,9 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let asked = format!("rtnetlink request type {}", msg.message_type());
         let mut replies = Vec::new();
-        self.exchange(msg, flags, |message_type, payload| {
+        self.exchange(msg, flags, &asked, |message_type, payload| {
             let mut header = NetlinkHeader::default();
             header.message_type = message_type;
             replies.push(RouteNetlinkMessage::deserialize(&header, payload).map_err(invalid)?);
@@ -112,21 +140,25 @@ impl Rtnl {
     /// the attributes the guard reads, straight from the receive buffer: a node with a thousand
     /// interfaces answers with megabytes of attributes (statistics, address families, driver
     /// data), and building the crate's full message tree for them cost more time and memory
-    /// than the kernel's own work.
+    /// than the kernel's own work. `asked` names the request in errors.
     fn exchange(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
+        asked: &str,
         mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.send(msg, flags)?;
+        let mut out = Vec::new();
+        self.push(&mut out, msg, flags);
+        self.socket.send(&out, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         loop {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let n = self.recv(asked)?;
             let mut off = 0;
             while off < n {
                 let reply = NetlinkBuffer::new_checked(&self.buf[off..n]).map_err(invalid)?;
                 let len = reply.length() as usize;
+                // Answers to an earlier request that timed out may still arrive: skip them.
                 if reply.sequence_number() == self.seq {
                     match reply.message_type() {
                         NLMSG_DONE => return Ok(()),
@@ -149,7 +181,6 @@ impl Rtnl {
                 if len == 0 {
                     break;
                 }
-                // Messages in one datagram start at 4-byte boundaries.
                 off += (len + 3) & !3;
             }
         }
@@ -165,6 +196,7 @@ impl Rtnl {
         self.exchange(
             RouteNetlinkMessage::GetLink(msg),
             NLM_F_DUMP,
+            "a dump of the interfaces",
             |t, payload| {
                 if t == RTM_NEWLINK {
                     out.push(net_if(payload)?);
@@ -175,17 +207,28 @@ impl Rtnl {
         Ok(out)
     }
 
-    /// One interface by name; None when there is none.
-    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<NetIf>> {
+    /// One interface by its exact name (bytes, UTF-8 or not); None when there is none.
+    pub fn link_by_name(&mut self, name: impl AsRef<[u8]>) -> io::Result<Option<NetIf>> {
+        let name = name.as_ref();
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        // The crate spells IFLA_IFNAME as a String; the kernel takes any bytes, NUL-ended.
+        let mut value = name.to_vec();
+        value.push(0);
+        msg.attributes
+            .push(LinkAttribute::Other(DefaultNla::new(IFLA_IFNAME, value)));
+        let asked = format!("a request for interface {}", crate::names::escape(name));
         let mut found = None;
-        match self.exchange(RouteNetlinkMessage::GetLink(msg), 0, |t, payload| {
-            if t == RTM_NEWLINK {
-                found = Some(net_if(payload)?);
-            }
-            Ok(())
-        }) {
+        match self.exchange(
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+            &asked,
+            |t, payload| {
+                if t == RTM_NEWLINK {
+                    found = Some(net_if(payload)?);
+                }
+                Ok(())
+            },
+        ) {
             Ok(()) => Ok(found),
             Err(e) if super::is_gone(&e) => Ok(None),
             Err(e) => Err(e),
@@ -198,6 +241,7 @@ impl Rtnl {
         self.exchange(
             RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
             NLM_F_DUMP,
+            "a dump of the qdiscs",
             |t, payload| {
                 if t == RTM_NEWQDISC {
                     let tc = tc_message(payload)?;
@@ -213,14 +257,18 @@ impl Rtnl {
     }
 
     /// The filters under one parent of one interface; the kernel dumps filters per interface.
+    /// An interface that went away has none; any other error is the caller's to report, never
+    /// an empty answer.
     pub fn filters(&mut self, ifindex: u32, parent: u32) -> io::Result<Vec<Filter>> {
         let mut msg = TcMessage::default();
         msg.header.index = ifindex as i32;
         msg.header.parent = TcHandle::from(parent);
         let mut out = Vec::new();
+        let asked = format!("a dump of the tc filters of interface {ifindex}");
         let dumped = self.exchange(
             RouteNetlinkMessage::GetTrafficFilter(msg),
             NLM_F_DUMP,
+            &asked,
             |t, payload| {
                 if t == RTM_NEWTFILTER {
                     let f = filter(payload)?;
@@ -234,72 +282,97 @@ impl Rtnl {
         );
         match dumped {
             Ok(()) => Ok(out),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || super::is_gone(&e) => {
-                Ok(Vec::new())
-            }
+            Err(e) if super::is_gone(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
 
-    /// Delete exactly one filter, by its handle, priority, protocol and chain.
-    pub fn del_filter(&mut self, f: &Filter) -> io::Result<()> {
-        self.request(del_filter_msg(f), NLM_F_ACK).map(drop)
+    /// Read several filters back, each by its exact place (interface, parent, chain, priority,
+    /// protocol, handle), with one datagram: one answer per filter, in order, what is there now.
+    /// At most `FILTER_BATCH`.
+    pub fn get_filters(&mut self, filters: &[&Filter]) -> Vec<io::Result<Filter>> {
+        let msgs = filters.iter().map(|f| get_filter_msg(f)).collect();
+        let asked = format!("a read-back of {} tc filter(s)", filters.len());
+        self.filter_batch(msgs, &asked)
+            .into_iter()
+            .map(|r| r?.ok_or_else(|| invalid("no filter in the kernel's answer")))
+            .collect()
     }
 
-    /// Delete several filters with one datagram: one result per filter, in order. Only the
-    /// last request asks for an ack; the kernel handles the requests of a datagram in order
-    /// before the send returns and answers every failed one with its error, so whatever
-    /// arrives before the last ack is the complete list of failures. At most `FILTER_BATCH`.
+    /// Delete several filters with one datagram: one result per filter, in order. At most
+    /// `FILTER_BATCH`.
     pub fn del_filters(&mut self, filters: &[&Filter]) -> Vec<io::Result<()>> {
-        assert!(
-            filters.len() <= FILTER_BATCH,
-            "at most FILTER_BATCH filters"
-        );
-        let Some(last) = filters.len().checked_sub(1) else {
+        let msgs = filters.iter().map(|f| del_filter_msg(f)).collect();
+        let asked = format!("the deletion of {} tc filter(s)", filters.len());
+        self.filter_batch(msgs, &asked)
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect()
+    }
+
+    /// Delete exactly one filter, by its handle, priority, protocol and chain.
+    pub fn del_filter(&mut self, f: &Filter) -> io::Result<()> {
+        self.del_filters(&[f])
+            .pop()
+            .unwrap_or_else(|| Err(invalid("no answer for the filter")))
+    }
+
+    /// Send several tc filter requests in one datagram and collect one answer per request, in
+    /// order: the filter the kernel answered with (a get), nothing (a delete), or the error.
+    /// Only the last request asks for an ack: the kernel handles the requests of a datagram in
+    /// order before the send returns and answers each get and each failed request before that
+    /// ack, so whatever arrives before it is the complete answer.
+    fn filter_batch(
+        &mut self,
+        msgs: Vec<RouteNetlinkMessage>,
+        asked: &str,
+    ) -> Vec<io::Result<Option<Filter>>> {
+        assert!(msgs.len() <= FILTER_BATCH, "at most FILTER_BATCH filters");
+        let count = msgs.len();
+        let Some(last) = count.checked_sub(1) else {
             return Vec::new();
         };
+        let all_failed = |e: &io::Error| (0..count).map(|_| Err(copy_err(e))).collect();
         let first_seq = self.seq.wrapping_add(1);
         let mut out = Vec::new();
-        for (i, f) in filters.iter().enumerate() {
-            self.seq = self.seq.wrapping_add(1);
-            let mut packet = NetlinkMessage::new(
-                NetlinkHeader::default(),
-                NetlinkPayload::from(del_filter_msg(f)),
-            );
-            packet.header.flags = NLM_F_REQUEST | if i == last { NLM_F_ACK } else { 0 };
-            packet.header.sequence_number = self.seq;
-            packet.finalize();
-            let at = out.len();
-            out.resize(at + ((packet.buffer_len() + 3) & !3), 0);
-            packet.serialize(&mut out[at..]);
+        for (i, msg) in msgs.into_iter().enumerate() {
+            self.push(&mut out, msg, if i == last { NLM_F_ACK } else { 0 });
         }
         if let Err(e) = self.socket.send(&out, 0) {
-            return filters.iter().map(|_| Err(copy_err(&e))).collect();
+            return all_failed(&e);
         }
-        let mut results: Vec<io::Result<()>> = filters.iter().map(|_| Ok(())).collect();
+        let mut results: Vec<io::Result<Option<Filter>>> = (0..count).map(|_| Ok(None)).collect();
         let last_seq = self.seq;
         loop {
-            let n = match self.socket.recv(&mut &mut self.buf[..], 0) {
+            let n = match self.recv(asked) {
                 Ok(n) => n,
                 // An answer may be lost: none of the results can be trusted then.
-                Err(e) => return filters.iter().map(|_| Err(copy_err(&e))).collect(),
+                Err(e) => return all_failed(&e),
             };
             let mut off = 0;
             let mut done = false;
             while off < n {
                 let reply = match NetlinkBuffer::new_checked(&self.buf[off..n]) {
                     Ok(r) => r,
-                    Err(e) => return filters.iter().map(|_| Err(invalid(&e))).collect(),
+                    Err(e) => return all_failed(&invalid(e)),
                 };
                 let len = reply.length() as usize;
                 let i = reply.sequence_number().wrapping_sub(first_seq) as usize;
-                if reply.message_type() == NLMSG_ERROR && i <= last {
-                    match u32_at(reply.payload(), 0) {
-                        Ok(0) => {}
-                        Ok(code) => results[i] = Err(io::Error::from_raw_os_error(-(code as i32))),
-                        Err(e) => results[i] = Err(e),
+                if i <= last {
+                    match reply.message_type() {
+                        NLMSG_ERROR => {
+                            match u32_at(reply.payload(), 0) {
+                                Ok(0) => {}
+                                Ok(code) => {
+                                    results[i] = Err(io::Error::from_raw_os_error(-(code as i32)))
+                                }
+                                Err(e) => results[i] = Err(e),
+                            }
+                            done |= reply.sequence_number() == last_seq;
+                        }
+                        RTM_NEWTFILTER => results[i] = filter(reply.payload()).map(Some),
+                        _ => {}
                     }
-                    done |= reply.sequence_number() == last_seq;
                 }
                 if len == 0 {
                     break;
@@ -316,15 +389,60 @@ impl Rtnl {
     pub fn del_link(&mut self, ifindex: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = ifindex;
-        self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)
-            .map(drop)
+        let asked = format!("the deletion of interface {ifindex}");
+        self.exchange(
+            RouteNetlinkMessage::DelLink(msg),
+            NLM_F_ACK,
+            &asked,
+            |_, _| Ok(()),
+        )
     }
 }
 
-/// How many filter deletes share one datagram. The kernel answers the failed ones, each answer
-/// a small skb charged about 1 KiB against the socket's receive buffer (208 KiB by default): at
-/// 64, even a batch that fails whole cannot overflow it and lose an answer.
+/// SO_RCVTIMEO: a receive that waits longer fails with EAGAIN.
+fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: the fd is the socket's own, open for the call; `tv` is a valid timeval whose
+    // size is passed with it, and the kernel copies it before returning.
+    let ret = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// How many filter requests share one datagram. The kernel answers each read-back and each
+/// failed delete, each answer a small skb charged about 1 KiB against the socket's receive
+/// buffer (208 KiB by default): at 64, even a batch answered whole cannot overflow it and lose
+/// an answer.
 pub const FILTER_BATCH: usize = 64;
+
+/// The kernel finds a filter by interface, parent, chain, priority and protocol (tcm_info) and
+/// then handle. No kind: a filter of another kind in that place is answered too, and is not
+/// the one planned.
+fn get_filter_msg(f: &Filter) -> RouteNetlinkMessage {
+    let mut msg = TcMessage::default();
+    msg.header.index = f.ifindex as i32;
+    msg.header.parent = TcHandle::from(f.parent);
+    msg.header.handle = TcHandle::from(f.handle);
+    msg.header.info = f.info;
+    if f.chain != 0 {
+        msg.attributes.push(TcAttribute::Chain(f.chain));
+    }
+    RouteNetlinkMessage::GetTrafficFilter(msg)
+}
 
 fn del_filter_msg(f: &Filter) -> RouteNetlinkMessage {
     let mut msg = TcMessage::default();
@@ -453,7 +571,7 @@ fn filter(payload: &[u8]) -> io::Result<Filter> {
 fn net_if(payload: &[u8]) -> io::Result<NetIf> {
     let mut nif = NetIf {
         ifindex: u32_at(payload, 4)?,
-        name: String::new(),
+        name: OsString::new(),
         kind: None,
         xdp: Vec::new(),
     };
@@ -462,7 +580,7 @@ fn net_if(payload: &[u8]) -> io::Result<NetIf> {
         .ok_or_else(|| invalid("short link message"))?;
     for a in attrs(rest) {
         match a? {
-            (IFLA_IFNAME, v) => nif.name = parse_string(v).map_err(invalid)?,
+            (IFLA_IFNAME, v) => nif.name = if_name(v),
             (IFLA_LINKINFO, v) => {
                 for info in attrs(v) {
                     if let (IFLA_INFO_KIND, k) = info? {
@@ -475,6 +593,12 @@ fn net_if(payload: &[u8]) -> io::Result<NetIf> {
         }
     }
     Ok(nif)
+}
+
+/// IFLA_IFNAME's bytes up to its NUL, exactly: not every name is UTF-8.
+fn if_name(v: &[u8]) -> OsString {
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    OsString::from_vec(v[..end].to_vec())
 }
 
 /// The (mode, program) pairs on an interface. With one program the kernel reports ATTACHED and
@@ -508,4 +632,33 @@ fn xdp_progs(nested: &[u8]) -> io::Result<Vec<(XdpMode, u32)>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    #[test]
+    fn interface_names_are_bytes_up_to_the_nul() {
+        assert_eq!(if_name(b"eth\xff0\0").as_bytes(), b"eth\xff0");
+        assert_eq!(if_name(b"w\x1b[2K").as_bytes(), b"w\x1b[2K");
+    }
+
+    /// A kernel that never answers costs an error naming the question, not a hang.
+    #[test]
+    fn an_unanswered_request_times_out_naming_it() {
+        let mut rtnl = Rtnl::open().expect("a netlink socket needs no privilege");
+        set_receive_timeout(&rtnl.socket, Duration::from_millis(20)).expect("SO_RCVTIMEO");
+        let err = rtnl
+            .recv("a dump of the qdiscs")
+            .expect_err("nothing was asked, so nothing arrives");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            err.to_string()
+                .contains("did not answer a dump of the qdiscs"),
+            "{err}"
+        );
+    }
 }

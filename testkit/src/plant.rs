@@ -2,13 +2,17 @@
 //! objects on the same hooks. Network functions act on the calling thread's namespace (wrap
 //! them in `Netns::enter`).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use calico_bpf_guard::kernel::bpf::{self, Target};
 use calico_bpf_guard::kernel::netlink::Rtnl;
+use calico_bpf_guard::names;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
@@ -103,22 +107,53 @@ pub fn pin_prog(path: &Path, prog_type: u32, name: &str, hook: u32) -> Result<()
     keep(p, Some(path)).map(drop)
 }
 
-pub fn ifindex(name: &str) -> Result<u32> {
+/// An interface's index by its name: bytes, UTF-8 or not.
+pub fn ifindex(name: impl AsRef<[u8]>) -> Result<u32> {
+    let name = name.as_ref();
     Rtnl::open()?
         .link_by_name(name)?
         .map(|l| l.ifindex)
-        .with_context(|| format!("no interface {name}"))
+        .with_context(|| format!("no interface {}", names::escape(name)))
+}
+
+/// Run an iproute2 tool whose arguments may be any bytes (interface names).
+fn tool(cmd: &str, args: &[&[u8]]) -> Result<()> {
+    let out = Command::new(cmd)
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        let shown: Vec<String> = args.iter().map(|a| names::escape(a)).collect();
+        bail!(
+            "{cmd} {}: {}",
+            shown.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A veth pair; its names may be any bytes the kernel takes.
+pub fn veth(name: impl AsRef<[u8]>, peer: impl AsRef<[u8]>) -> Result<()> {
+    let (name, peer) = (name.as_ref(), peer.as_ref());
+    tool(
+        "ip",
+        &[
+            b"link", b"add", name, b"type", b"veth", b"peer", b"name", peer,
+        ],
+    )
 }
 
 /// A SCHED_CLS program as a direct-action tc filter, with its own priority, handle and protocol.
 pub fn tc_filter(
-    ifname: &str,
+    ifname: impl AsRef<[u8]>,
     parent: u32,
     prio: u16,
     handle: u32,
     protocol: u16,
     prog_name: &str,
 ) -> Result<()> {
+    let ifname = ifname.as_ref();
     let prog = progs::load(SCHED_CLS, prog_name, 0, false)?;
     let mut msg = TcMessage::default();
     msg.header.index = ifindex(ifname)? as i32;
@@ -138,13 +173,13 @@ pub fn tc_filter(
             RouteNetlinkMessage::NewTrafficFilter(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
-        .with_context(|| format!("adding tc filter {prog_name} on {ifname}"))?;
+        .with_context(|| format!("adding tc filter {prog_name} on {}", names::escape(ifname)))?;
     Ok(())
 }
 
 /// Child processes inherit the calling thread's namespace, so this works inside `Netns::enter`.
-pub fn clsact(dev: &str) -> Result<()> {
-    crate::sandbox::run("tc", &["qdisc", "add", "dev", dev, "clsact"])
+pub fn clsact(dev: impl AsRef<[u8]>) -> Result<()> {
+    tool("tc", &[b"qdisc", b"add", b"dev", dev.as_ref(), b"clsact"])
 }
 
 pub fn xdp(ifname: &str, prog_name: &str, mode: u32) -> Result<()> {

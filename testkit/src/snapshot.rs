@@ -148,19 +148,64 @@ pub fn pins(root: &Path) -> Result<Snapshot> {
     Ok(dirs)
 }
 
-fn json(cmd: &str, args: &[&str]) -> Result<Value> {
+fn json(cmd: &str, args: &[&OsStr]) -> Result<Value> {
     let out = Command::new(cmd).args(args).output()?;
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| calico_bpf_guard::names::os(a))
+        .collect();
     if !out.status.success() {
         bail!(
             "{cmd} {}: {}",
-            args.join(" "),
+            shown.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Array(Vec::new()));
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("{cmd} {} output", args.join(" ")))
+    serde_json::from_str(&json_text(&out.stdout))
+        .with_context(|| format!("{cmd} {} output", shown.join(" ")))
+}
+
+/// iproute2 writes interface names into its JSON as raw bytes, so a name that is not UTF-8 or
+/// holds a control character makes the output invalid JSON. Escape them as JSON allows while
+/// keeping every byte recoverable (`name_bytes`): a control character inside a string as
+/// `\u00NN`, a byte that is not UTF-8 as the private-use character U+F700 + byte.
+fn json_text(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for chunk in raw.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if in_string && escaped {
+                escaped = false;
+            } else if in_string && c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = !in_string;
+            } else if in_string && u32::from(c) < 0x20 {
+                out += &format!("\\u{:04x}", u32::from(c));
+                continue;
+            }
+            out.push(c);
+        }
+        for &b in chunk.invalid() {
+            out.push(char::from_u32(0xF700 + u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER));
+        }
+    }
+    out
+}
+
+/// A name read through `json_text`, as the bytes the kernel holds.
+fn name_bytes(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    for c in name.chars() {
+        match u32::from(c) {
+            n @ 0xF780..=0xF7FF => out.push((n - 0xF700) as u8),
+            _ => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -169,17 +214,22 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// Devices, XDP, tc filters and tcx programs of the calling thread's network namespace:
 /// `dev <name> <kind>`, `xdp <dev> <mode> <prog>`, `tc <dev> <dir> pref <n> proto <p> <prog>`,
-/// `tcx <dev> <dir> <prog> <link|direct>`. Loopback is left out.
+/// `tcx <dev> <dir> <prog> <link|direct>`, each `<dev>` in the guard's shown form (`\xNN` for
+/// bytes that are not UTF-8 or are control characters). Loopback is left out.
 pub fn network() -> Result<Snapshot> {
     let mut out = Snapshot::new();
-    let links = json("ip", &["-j", "-d", "link", "show"])?;
+    let args = ["-j", "-d", "link", "show"].map(OsStr::new);
+    let links = json("ip", &args)?;
     for l in links.as_array().into_iter().flatten() {
-        let Some(name) = str_at(l, &["ifname"]) else {
+        let Some(raw) = str_at(l, &["ifname"]) else {
             continue;
         };
-        if name == "lo" {
+        if raw == "lo" {
             continue;
         }
+        let bytes = name_bytes(raw);
+        let dev = OsStr::from_bytes(&bytes);
+        let name = calico_bpf_guard::names::escape(&bytes);
         let kind = str_at(l, &["linkinfo", "info_kind"]).unwrap_or("-");
         out.insert(format!("dev {name} {kind}"));
         if let Some(x) = l.get("xdp") {
@@ -200,7 +250,8 @@ pub fn network() -> Result<Snapshot> {
             }
         }
         for dir in ["ingress", "egress"] {
-            let filters = json("tc", &["-j", "filter", "show", "dev", name, dir])?;
+            let args = ["-j", "filter", "show", "dev"].map(OsStr::new);
+            let filters = json("tc", &[&args[..], &[dev, OsStr::new(dir)]].concat())?;
             for f in filters.as_array().into_iter().flatten() {
                 let prog = str_at(f, &["options", "prog", "name"])
                     .or_else(|| str_at(f, &["options", "bpf_name"]));
@@ -235,5 +286,24 @@ impl Sandbox {
             s.extend(ns.enter(network).expect("network snapshot"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_names_in_iproute2_json_survive_byte_for_byte() {
+        let raw = b"[{\"ifname\":\"cali\xff1\",\"link\":\"w\x1b[2K\\\"q\"},{\"ifname\":\"caf\xc3\xa9\"}]\n";
+        let v: Value = serde_json::from_str(&json_text(raw)).expect("valid JSON");
+        let names: Vec<Vec<u8>> = [&v[0]["ifname"], &v[0]["link"], &v[1]["ifname"]]
+            .iter()
+            .map(|n| name_bytes(n.as_str().expect("a string")))
+            .collect();
+        assert_eq!(
+            names,
+            [&b"cali\xff1"[..], b"w\x1b[2K\"q", "caf\u{e9}".as_bytes()]
+        );
     }
 }

@@ -199,7 +199,7 @@ impl Node {
             .map(|name| {
                 let idx = links
                     .iter()
-                    .find(|l| l.name == name)
+                    .find(|l| l.name == name.as_str())
                     .map(|l| l.ifindex)
                     .with_context(|| format!("no interface {name}"))?;
                 Ok((name, idx))
