@@ -1,12 +1,15 @@
 //! Log lines. Under systemd, stderr goes to the journal, which keeps each line's severity when
 //! it carries an sd-daemon `<N>` prefix; without systemd, the syslog socket. Every removed
-//! object is one line.
+//! object is one line, and no line carries a raw control character: names and paths are bytes
+//! anyone may choose, and a newline or terminal escape in one must not forge a line.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
 use crate::config::LogTarget;
+use crate::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -47,7 +50,28 @@ pub fn init(target: LogTarget) {
     }
 }
 
+/// Text as one line without control characters. Names and paths are already in their shown
+/// form (`names::escape`) where messages are built; this catches whatever reached a message
+/// another way (an error's text, a process name, the mode file's `source`) and writes each
+/// control character as `names::escape` would.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0; 4];
+            out.push_str(&names::escape(c.encode_utf8(&mut buf).as_bytes()));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 pub fn log(level: Level, msg: &str) {
+    let msg = one_line(msg);
     let guard = SINK.lock();
     let sink = guard.as_ref().ok().and_then(|g| g.as_ref());
     match sink {
@@ -92,7 +116,33 @@ pub fn notify_status(status: &str) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Status(status)]) {
+    // A newline would end the STATUS= assignment and start another of the guard's choosing.
+    let status = one_line(status);
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]) {
         log(Level::Debug, &format!("sd_notify failed: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_leaves_no_control_character() {
+        let cases = [
+            (
+                "removed: tc filter 7 cali_tc_preambl at cali1 ingress",
+                None,
+            ),
+            ("cali\\xff1 stays as it was shown", None),
+            ("pin\nwarning: forged", Some("pin\\nwarning: forged")),
+            ("\u{1b}[2Kclear", Some("\\x1b[2Kclear")),
+            ("x\u{85}y", Some("x\\xc2\\x85y")),
+        ];
+        for (text, want) in cases {
+            let got = one_line(text);
+            assert_eq!(got, want.unwrap_or(text), "{text:?}");
+            assert!(!got.chars().any(char::is_control), "{got:?}");
+        }
     }
 }

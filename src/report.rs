@@ -10,7 +10,7 @@ use crate::apply::Outcome;
 use crate::decide::Ebpf;
 use crate::interlock::Holder;
 use crate::kernel::bpf::Features;
-use crate::logging::{self, Level};
+use crate::logging::{self, one_line, Level};
 use crate::mode::Mode;
 use crate::plan::Step;
 
@@ -109,8 +109,8 @@ impl Report {
                 let cells = [
                     st.kind.chars().count(),
                     id_text(st.id).len(),
-                    st.name.chars().count(),
-                    st.location.chars().count(),
+                    one_line(&st.name).chars().count(),
+                    one_line(&st.location).chars().count(),
                 ];
                 for (w, c) in widths.iter_mut().zip(cells) {
                     *w = (*w).max(c);
@@ -142,7 +142,7 @@ impl Writer<'_> {
                 write!(out, "{{\n  \"command\": ")?;
                 serde_json::to_writer(&mut *out, r.command)?;
                 write!(out, ",\n  \"mode_file\": ")?;
-                serde_json::to_writer(&mut *out, &r.mode_file)?;
+                serde_json::to_writer(&mut *out, &crate::names::path(&r.mode_file))?;
                 write!(out, ",\n  \"mode\": ")?;
                 serde_json::to_writer(&mut *out, &r.mode)?;
                 write!(out, ",\n  \"ebpf\": ")?;
@@ -167,18 +167,19 @@ impl Writer<'_> {
                             if m.dataplane.ebpf_on() { "on" } else { "off" }
                         );
                         if let Some(src) = &m.source {
-                            s += &format!(", source: {src}");
+                            s += &format!(", source: {}", one_line(src));
                         }
                         s
                     }
                     None => "no mode file".into(),
                 };
-                writeln!(self.out, "mode: {mode} [{}]", r.mode_file.display())?;
+                let mode_file = crate::names::path(&r.mode_file);
+                writeln!(self.out, "mode: {mode} [{mode_file}]")?;
                 for w in &r.warnings {
-                    writeln!(self.out, "warning: {w}")?;
+                    writeln!(self.out, "warning: {}", one_line(w))?;
                 }
                 for h in &r.holders {
-                    writeln!(self.out, "live: {h}")?;
+                    writeln!(self.out, "live: {}", one_line(&h.to_string()))?;
                 }
                 if table {
                     self.line(HEADERS)?;
@@ -188,12 +189,13 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// One table line; a control character in any cell is escaped (see `logging::one_line`).
     fn line(&mut self, cells: [&str; 5]) -> std::io::Result<()> {
         let mut l = String::new();
         for (c, w) in cells.iter().zip(self.widths) {
-            l += &format!("{c:<w$}  ");
+            l += &format!("{:<w$}  ", one_line(c));
         }
-        l += cells[4];
+        l += &one_line(cells[4]);
         writeln!(self.out, "{}", l.trim_end())
     }
 
@@ -277,9 +279,9 @@ impl Writer<'_> {
             }
             Format::Table => {
                 for n in &self.report.notes {
-                    writeln!(self.out, "note: {n}")?;
+                    writeln!(self.out, "note: {}", one_line(n))?;
                 }
-                writeln!(self.out, "{line}")?;
+                writeln!(self.out, "{}", one_line(line))?;
             }
         }
         self.out.flush()
