@@ -8,8 +8,7 @@ mod common;
 
 use std::fs;
 use std::os::fd::AsFd;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use calico_bpf_guard::kernel::bpf::{self, IdSpace, Target};
 use calico_bpf_testkit::progs::SOCK_ADDR;
@@ -152,42 +151,6 @@ fn every_step_failing_changes_nothing_and_reports_all() {
     assert_eq!(report["summary"]["removed"], 0, "{}", show(&out));
     assert_eq!(rows(&report).len(), n, "{}", show(&out));
     assert_eq!(sb.snapshot(), before);
-}
-
-/// Start a sweep that pauses between scan and apply, and return once it is paused.
-fn paused_sweep(sb: &Sandbox) -> Child {
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net={}", sb.netns().path().display()))
-        .arg("--")
-        .arg(&sb.guard_bin)
-        .arg("--config")
-        .arg(&sb.config)
-        .args(["sweep", "--json"])
-        .env("FAILPOINTS", "after-plan=sleep(1500)")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the guard");
-    // nsenter execs the guard in place, so the child's pid is the guard's. The guard sleeps
-    // nowhere before the failpoint (the lock is free), so the first nanosleep is the pause.
-    let syscall = format!("/proc/{}/syscall", child.id());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = fs::read_to_string(&syscall).unwrap_or_default();
-        let nr = now.split(' ').next().unwrap_or("");
-        // x86_64: 35 nanosleep, 230 clock_nanosleep.
-        if nr == "35" || nr == "230" {
-            return child;
-        }
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("guard output");
-            panic!("the guard never paused after planning\n{}", show(&out));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn prog_on(sb: &Sandbox, hook: u32) -> u32 {

@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub use calico_bpf_testkit::{plant, Sandbox, Snapshot};
 
@@ -75,4 +77,44 @@ pub fn guard_ok(sb: &Sandbox, args: &[&str], want: i32) -> Output {
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+/// Start a sweep that pauses between scan and apply, and return once it is paused.
+pub fn paused_sweep(sb: &Sandbox) -> Child {
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", sb.netns().path().display()))
+        .arg("--")
+        .arg(&sb.guard_bin)
+        .arg("--config")
+        .arg(&sb.config)
+        .args(["sweep", "--json"])
+        .env("FAILPOINTS", "after-plan=sleep(1500)")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the guard");
+    // nsenter execs the guard in place, so the child's pid is the guard's. The guard sleeps
+    // nowhere before the failpoint (the lock is free), so the first nanosleep is the pause.
+    let syscall = format!("/proc/{}/syscall", child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fs::read_to_string(&syscall).unwrap_or_default();
+        let nr = now.split(' ').next().unwrap_or("");
+        // x86_64: 35 nanosleep, 230 clock_nanosleep.
+        if nr == "35" || nr == "230" {
+            return child;
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("guard output");
+            panic!(
+                "the guard never paused after planning\nstdout:\n{}\nstderr:\n{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
