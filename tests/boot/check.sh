@@ -88,6 +88,8 @@ check "the guard sent its summary as STATUS=" grep -Eq ': [1-9][0-9]* removed, '
 check "the guard logged removed objects" journal_has $GUARD '^removed: '
 check "check exits 0 on the swept node" calico-bpf-guard check
 check "the packaged unit is enabled" [ "$(systemctl is-enabled $GUARD)" = enabled ]
+# A oneshot's start timeout is infinite unless set, and kubelet waits for this unit.
+check "the unit's start timeout is finite (5 min)" [ "$(prop $GUARD TimeoutStartUSec)" = 5min ]
 check "systemd-analyze verify prints nothing for the installed unit" \
   [ -z "$(systemd-analyze verify --man=no $GUARD 2>&1)" ]
 say "    guard run time at boot: $(($(prop $GUARD ExecMainExitTimestampMonotonic) - \
