@@ -447,21 +447,23 @@ impl BpffsScan<'_> {
 
     /// Something the guard could not look into where Calico's objects would be.
     fn blind(&mut self, rel: &Path, err: &io::Error) {
-        self.inv.incomplete.push(format!(
+        let what = format!(
             "{}: not inspected: {}",
             names::path(&self.root.join(rel)),
             refusal(err)
-        ));
+        );
+        // old_jumps is met twice: as an entry of tc/globals and as a place of its own.
+        if !self.inv.incomplete.contains(&what) {
+            self.inv.incomplete.push(what);
+        }
     }
 
     /// A symlink, a mount point or a special file in Calico's places: never followed, never
     /// removed, always reported.
     fn odd(&mut self, rel: &Path, e: &Entry) {
-        if e.mount {
-            return self.blind(rel, &io::Error::from_raw_os_error(libc::EXDEV));
-        }
         let what = match e.kind {
-            Kind::Symlink => "a symlink",
+            _ if e.mount => return self.blind(rel, &io::Error::from_raw_os_error(libc::EXDEV)),
+            Kind::Symlink => return self.blind(rel, &io::Error::from_raw_os_error(libc::ELOOP)),
             Kind::Dir => "a directory where a pin belongs",
             Kind::File => "a file",
             Kind::Other => "not a pin (a device, FIFO or socket)",

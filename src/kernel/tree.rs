@@ -117,8 +117,10 @@ impl Dir {
     /// A subdirectory, never through a symlink and never into another mount: those answer
     /// ELOOP and EXDEV (see `is_refused`).
     pub fn open_child(&self, name: &OsStr) -> io::Result<Dir> {
+        // No O_NOFOLLOW here: with O_DIRECTORY it turns a symlink into ENOTDIR, which reads as
+        // "not a directory"; RESOLVE_NO_SYMLINKS answers ELOOP for it.
         let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
             .resolve(
                 ResolveFlag::RESOLVE_NO_SYMLINKS
                     | ResolveFlag::RESOLVE_NO_XDEV
