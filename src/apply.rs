@@ -4,14 +4,13 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::inventory::{pinned_object, Located, PinnedObject};
 use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
-use crate::kernel::fs::{self as kfs, FsKind};
+use crate::kernel::fs::FsKind;
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{copy_err, Filter, Rtnl, XdpMode, FILTER_BATCH};
 use crate::kernel::tree::{self, Dir, Entry, Kind};
@@ -141,16 +140,18 @@ impl Ctx {
     fn action(&mut self, action: &Action) -> io::Result<Outcome> {
         match action {
             Action::DetachCgroup {
+                root,
                 cgroup,
                 cgroup_id,
                 attach_type,
                 prog_id,
                 exclusive,
             } => {
-                let dir = kfs::open_dir(cgroup)?;
+                let rel = cgroup.strip_prefix(root).unwrap_or(Path::new(""));
+                let dir = Dir::open_root(root)?.open_beneath(rel)?;
                 // A cgroup removed and made again at the same path is another cgroup (its id
                 // is its inode): the planned one is gone.
-                if dir.metadata()?.ino() != *cgroup_id {
+                if dir.id.ino != *cgroup_id {
                     return Ok(Outcome::AlreadyGone);
                 }
                 let prog = bpf::fd_by_id(IdSpace::Prog, *prog_id)?;

@@ -58,6 +58,8 @@ pub struct Roots {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupAttachment {
+    /// The cgroup2 root it was found under; `cgroup` lies beneath it.
+    pub root: PathBuf,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
     pub attach_type: u32,
@@ -269,7 +271,7 @@ fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
             if !seen.insert(dir.id.ino) {
                 continue;
             }
-            if !query_cgroup(&dir, inv)? {
+            if !query_cgroup(root, &dir, inv)? {
                 continue;
             }
             // A cgroup2 directory links 2 plus one per child cgroup: a leaf (one per container)
@@ -318,7 +320,7 @@ fn refusal(err: &io::Error) -> String {
 }
 
 /// The six hooks of one cgroup (those this kernel has); false when it went away meanwhile.
-fn query_cgroup(dir: &Dir, inv: &mut Inventory) -> Result<bool> {
+fn query_cgroup(root: &Path, dir: &Dir, inv: &mut Inventory) -> Result<bool> {
     let recvmsg = [bpf::ATTACH_UDP4_RECVMSG, bpf::ATTACH_UDP6_RECVMSG];
     for (attach_type, hook) in CGROUP_HOOKS {
         if !inv.features.udp_recvmsg && recvmsg.contains(&attach_type) {
@@ -334,6 +336,7 @@ fn query_cgroup(dir: &Dir, inv: &mut Inventory) -> Result<bool> {
         };
         for p in q.progs {
             inv.cgroups.push(CgroupAttachment {
+                root: root.to_path_buf(),
                 cgroup: dir.path.clone(),
                 cgroup_id: dir.id.ino,
                 attach_type,

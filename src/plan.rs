@@ -19,6 +19,9 @@ pub enum Action {
     /// An old-style cgroup attachment. `exclusive`: the slot has flags 0 (or override), where a
     /// detach removes whatever occupies it, so apply re-checks the occupant first.
     DetachCgroup {
+        /// The cgroup2 root `cgroup` lies beneath: apply reaches it from there, one directory
+        /// fd at a time, so a cgroup deeper than PATH_MAX is reached like any other.
+        root: PathBuf,
         cgroup: PathBuf,
         cgroup_id: u64,
         attach_type: u32,
@@ -190,6 +193,7 @@ impl Builder<'_> {
             let how = if exclusive { "exclusive" } else { "multi" };
             self.steps.push(Step {
                 action: Action::DetachCgroup {
+                    root: a.root.clone(),
                     cgroup: a.cgroup.clone(),
                     cgroup_id: a.cgroup_id,
                     attach_type: a.attach_type,
@@ -492,6 +496,7 @@ mod tests {
 
     fn cg(prog_id: u32, slot_flags: u32) -> CgroupAttachment {
         CgroupAttachment {
+            root: "/cg".into(),
             cgroup: "/cg".into(),
             cgroup_id: 77,
             attach_type: C4,

@@ -6,12 +6,13 @@
 mod common;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use calico_bpf_guard::kernel::bpf::Target;
 use calico_bpf_testkit::progs::SOCK_ADDR;
 use common::*;
 use nix::fcntl::{openat, OFlag};
@@ -222,8 +223,8 @@ fn deep_dirs(top: &Path, depth: usize) -> (OwnedFd, PathBuf) {
     (fd, rel)
 }
 
-/// A repin directory deeper than PATH_MAX (4,096 bytes) is walked and removed like any other:
-/// it stopped the whole sweep.
+/// A repin directory and a cgroup deeper than PATH_MAX (4,096 bytes) are walked and swept like
+/// any other: either stopped the whole sweep.
 #[test]
 fn paths_longer_than_path_max_are_swept() {
     let Some(sb) = stale_host("hostile-pathmax") else {
@@ -239,6 +240,22 @@ fn paths_longer_than_path_max_are_swept() {
         .unwrap();
     // Holding the map would be a live dataplane to the interlock.
     drop((deepest, map));
+    let (cgroup, cgroup_rel) = deep_dirs(&sb.cgroup.path, 24);
+    let prog = calico_bpf_testkit::progs::load_for_hook(
+        SOCK_ADDR,
+        "calico_connect_v6",
+        plant::CONNECT6,
+        false,
+    )
+    .unwrap();
+    calico_bpf_guard::kernel::bpf::prog_attach(
+        Target::Fd(cgroup.as_fd()),
+        prog.as_fd(),
+        plant::CONNECT6,
+        plant::MULTI,
+    )
+    .unwrap();
+    drop((cgroup, prog));
 
     let before = sb.snapshot();
     let mut removed: Vec<String> = plant::CALICO_HOST.iter().map(|s| s.to_string()).collect();
@@ -248,6 +265,10 @@ fn paths_longer_than_path_max_are_swept() {
         removed.push(format!("dir {}/", at.display()));
     }
     removed.push(format!("pin {}/cali_jump2", at.display()));
+    removed.push(format!(
+        "cgroup {} connect6 calico_connect_ multi",
+        cgroup_rel.display()
+    ));
     let removed: Vec<&str> = removed.iter().map(String::as_str).collect();
     guard_ok(&sb, &["sweep"], 0);
     assert_removed_exactly(&before, &sb.snapshot(), &removed);

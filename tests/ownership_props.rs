@@ -345,6 +345,7 @@ fn inventory() -> impl Strategy<Value = Inventory> {
             );
             match place {
                 0 => inv.cgroups.push(CgroupAttachment {
+                    root: PathBuf::from("/sys/fs/cgroup"),
                     cgroup: PathBuf::from("/sys/fs/cgroup"),
                     cgroup_id: 1,
                     attach_type: bpf::ATTACH_INET4_CONNECT,

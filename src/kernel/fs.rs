@@ -290,13 +290,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// Open a directory (a cgroup) for bpf queries and detaches.
-pub fn open_dir(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-}
 
 /// One bpf fd some process holds, from /proc/<pid>/fdinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]

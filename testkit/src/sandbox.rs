@@ -4,13 +4,16 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, CloneFlags};
+use nix::sys::stat::Mode;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -111,15 +114,34 @@ impl Cgroup {
     }
 }
 
+/// Remove a cgroup and every cgroup below it, deepest first, through directory fds: a test may
+/// make cgroups deeper than PATH_MAX, which no path reaches.
 fn remove_cgroup_tree(p: &Path) {
-    if let Ok(entries) = fs::read_dir(p) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    if let Ok(fd) = nix::fcntl::open(p, flags, Mode::empty()) {
+        remove_children(&fd);
     }
     let _ = fs::remove_dir(p);
+}
+
+fn remove_children(dir: &OwnedFd) {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let Ok(mut list) = nix::dir::Dir::openat(dir, ".", flags, Mode::empty()) else {
+        return;
+    };
+    let children: Vec<std::ffi::CString> = list
+        .iter()
+        .flatten()
+        .filter(|e| e.file_type() == Some(nix::dir::Type::Directory))
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for name in children {
+        if let Ok(child) = nix::fcntl::openat(dir, name.as_c_str(), flags, Mode::empty()) {
+            remove_children(&child);
+        }
+        let _ = nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir);
+    }
 }
 
 impl Drop for Cgroup {
