@@ -58,6 +58,20 @@ pub fn filter_dump(_ifname: &str) -> Option<std::io::Error> {
     None
 }
 
+/// An injected failure of the re-scan after a sweep (`rescan=return(why)`).
+#[cfg(feature = "failpoints")]
+pub fn rescan_fails() -> Option<String> {
+    fail::fail_point!("rescan", |why: Option<String>| Some(
+        why.unwrap_or_else(|| "injected".into())
+    ));
+    None
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub fn rescan_fails() -> Option<String> {
+    None
+}
+
 /// The pause (or any other action) configured between planning and applying.
 pub fn after_plan() {
     #[cfg(feature = "failpoints")]

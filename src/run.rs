@@ -222,9 +222,22 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
 
     // Re-query: what the kernel still shows after the sweep is a failure, not a success.
     if planned > 0 {
-        let after = match inventory::scan(&roots(s)) {
+        let rescan = match crate::failpoint::rescan_fails() {
+            Some(injected) => Err(anyhow::anyhow!(injected)),
+            None => inventory::scan(&roots(s)),
+        };
+        let after = match rescan {
             Ok(after) => after,
             Err(e) => {
+                // Every outcome is already logged; the missing proof is a row of its own.
+                out.row(&Row {
+                    kind: "re-scan",
+                    id: None,
+                    name: String::new(),
+                    location: "every configured root".into(),
+                    why: "the re-scan proves what the sweep left",
+                    outcome: Some(Outcome::Failed(format!("could not verify: {e:#}"))),
+                });
                 let decision = format!("swept ({why}), but re-scanning failed: {e:#}");
                 let (_, line) = out.finish(&decision);
                 logging::log(Level::Err, &line);

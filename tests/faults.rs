@@ -291,3 +291,37 @@ fn exclusive_slot_taken_over_meanwhile_is_kept() {
     after_want.insert("cgroup . connect4 cil_sock4_conne exclusive".to_string());
     assert_eq!(sb.snapshot(), after_want);
 }
+
+/// A re-scan that fails after the sweep cannot prove what was left: every outcome is still
+/// reported (they were logged as they happened), a "could not verify" row says what is
+/// missing, and the sweep exits 1.
+#[test]
+fn a_failed_rescan_is_a_row_that_could_not_verify() {
+    let Some(sb) = stale_node("fault-rescan") else {
+        return;
+    };
+    let before = sb.snapshot();
+    let out = sb.guard_env(
+        &["sweep", "--json"],
+        &[("FAILPOINTS", "rescan=return(injected re-scan failure)")],
+    );
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let report = json(&out);
+    let removed = with_result(&report, "removed");
+    let failed: Vec<&Value> = rows(&report)
+        .iter()
+        .filter(|r| field(r, "result") == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", show(&out));
+    assert_eq!(field(failed[0], "kind"), "re-scan");
+    assert!(
+        field(failed[0], "detail").contains("could not verify: injected re-scan failure"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        report["summary"]["removed"].as_u64(),
+        Some(removed.len() as u64)
+    );
+    assert_removed_exactly(&before, &sb.snapshot(), &all_calico());
+}
