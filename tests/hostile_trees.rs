@@ -363,3 +363,40 @@ fn an_unreadable_tc_directory_is_named_and_the_rest_swept() {
         .collect();
     assert_removed_exactly(&before, &sb.snapshot(), &removed);
 }
+
+/// A pin is removed only if it still holds the object planned: a Calico map's pin replaced by
+/// another tool's map between scan and apply is kept, and reported as kept.
+#[test]
+fn a_pin_swapped_between_scan_and_apply_is_kept() {
+    let Some(sb) = sandbox("hostile-pin-swap") else {
+        return;
+    };
+    let g = sb.bpffs.path.join("tc/globals");
+    plant::pin_map(&g.join("cali_v4_ct3"), "cali_v4_ct3").unwrap();
+    plant::pin_map(&g.join("cali_v4_nat_fe3"), "cali_v4_nat_fe3").unwrap();
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+
+    let guard = paused_sweep(&sb);
+    fs::remove_file(g.join("cali_v4_ct3")).unwrap();
+    plant::pin_map(&g.join("cali_v4_ct3"), "cilium_calls").unwrap();
+    let out = guard.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let report = json(&out);
+    let kept: Vec<&serde_json::Value> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"] == "kept")
+        .collect();
+    assert_eq!(kept.len(), 1, "{report}");
+    assert!(kept[0]["where"]
+        .as_str()
+        .unwrap()
+        .ends_with("tc/globals/cali_v4_ct3"));
+    assert_eq!(
+        kept[0]["detail"],
+        "another file was pinned there since the scan"
+    );
+    assert_removed_exactly(&before, &sb.snapshot(), &["pin tc/globals/cali_v4_nat_fe3"]);
+}
