@@ -86,9 +86,10 @@ fn symlinks_in_calicos_places_are_named_and_never_followed() {
     fs::create_dir_all(outside.join("sub")).unwrap();
     fs::write(outside.join("calico_connect_v4"), "not a pin").unwrap();
     fs::write(outside.join("sub/cali_jump2"), "not a pin").unwrap();
-    let links: [(&str, &Path); 6] = [
+    let links: [(&str, &Path); 7] = [
         ("tc/globals/old_jumps", Path::new("../../cilium")),
         ("ctlb", &outside),
+        ("netkit", &outside),
         ("calico_connect4", Path::new("cilium")),
         ("tcx", Path::new("cilium/old")),
         ("tc/eth1_igr", Path::new("../cilium/old")),
@@ -114,6 +115,30 @@ fn symlinks_in_calicos_places_are_named_and_never_followed() {
     assert!(stdout(&check).contains("cannot tell"), "{}", stdout(&check));
 }
 
+/// `tc/globals` (and so `old_jumps` below it) as a symlink to another tool's directory of
+/// Calico-named maps: named, not followed, the maps stay.
+#[test]
+fn a_symlinked_tc_globals_is_not_followed() {
+    let Some(sb) = sandbox("hostile-globals") else {
+        return;
+    };
+    let b = &sb.bpffs.path;
+    plant::pin_map(&b.join("other/cali_v4_ct3"), "cali_v4_ct3").unwrap();
+    plant::pin_map(&b.join("other/old_jumps/1/cali_jump2"), "cali_jump2").unwrap();
+    plant::pin_map(&b.join("ctlb/calico_connect_v4"), "cali_ctlb_conn").unwrap();
+    fs::create_dir_all(b.join("tc")).unwrap();
+    symlink("../other", b.join("tc/globals")).unwrap();
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+    let out = guard_ok(&sb, &["sweep", "--json"], 1);
+    assert_named(
+        &out,
+        &b.join("tc/globals"),
+        "not inspected: a symlink, not followed",
+    );
+    assert_removed_exactly(&before, &sb.snapshot(), &[]);
+}
+
 /// A mount where Calico's objects would be (a tmpfs, or another bpffs instance holding
 /// Calico-named pins) is named and not entered.
 #[test]
@@ -125,6 +150,8 @@ fn mounts_in_calicos_places_are_named_and_not_entered() {
     let tmpfs = Mounted::new("tmpfs", &b.join("calico_connect4"));
     fs::write(tmpfs.0.join("calico_connect_v4"), "not a pin").unwrap();
     let other = Mounted::new("bpf", &b.join("tcx"));
+    let netkit = Mounted::new("tmpfs", &b.join("netkit"));
+    fs::write(netkit.0.join("cali0_primary"), "not a pin").unwrap();
     plant::pin_map(&other.0.join("cali_v4_ct3"), "cali_v4_ct3").unwrap();
     let jumps = b.join("tc/globals/old_jumps/8f2c1a");
     let inner = Mounted::new("bpf", &jumps.join("nested"));
@@ -133,6 +160,7 @@ fn mounts_in_calicos_places_are_named_and_not_entered() {
     let planted_inside = [
         "pin calico_connect4/calico_connect_v4",
         "pin tcx/cali_v4_ct3",
+        "pin netkit/cali0_primary",
         "pin tc/globals/old_jumps/8f2c1a/nested/cali_jump2",
     ];
     for p in planted_inside {
@@ -140,7 +168,7 @@ fn mounts_in_calicos_places_are_named_and_not_entered() {
     }
 
     let out = guard_ok(&sb, &["sweep", "--json"], 1);
-    for at in [&tmpfs.0, &other.0, &inner.0] {
+    for at in [&tmpfs.0, &other.0, &netkit.0, &inner.0] {
         assert_named(
             &out,
             at,
