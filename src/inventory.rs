@@ -401,7 +401,7 @@ fn scan_bpffs(root: &Path, inv: &mut Inventory) {
                     let rel = Path::new(ownership::TC_DIR).join(&e.name);
                     if e.kind == Kind::Dir && !e.mount {
                         scan.dir(&rel, Place::IfaceDir, false);
-                    } else {
+                    } else if e.mount || e.kind == Kind::Symlink {
                         scan.odd(&rel, &e);
                     }
                 }
@@ -464,17 +464,16 @@ impl BpffsScan<'_> {
     /// A symlink, a mount point or a special file in Calico's places: never followed, never
     /// removed, always reported.
     fn odd(&mut self, rel: &Path, e: &Entry) {
-        let what = match e.kind {
-            _ if e.mount => return self.blind(rel, &io::Error::from_raw_os_error(libc::EXDEV)),
-            Kind::Symlink => return self.blind(rel, &io::Error::from_raw_os_error(libc::ELOOP)),
-            Kind::Dir => "a directory where a pin belongs",
-            Kind::File => "a file",
-            Kind::Other => "not a pin (a device, FIFO or socket)",
-        };
-        self.inv.incomplete.push(format!(
-            "{}: {what}, left alone",
-            names::path(&self.root.join(rel))
-        ));
+        if e.mount {
+            self.blind(rel, &io::Error::from_raw_os_error(libc::EXDEV));
+        } else if e.kind == Kind::Symlink {
+            self.blind(rel, &io::Error::from_raw_os_error(libc::ELOOP));
+        } else {
+            self.inv.incomplete.push(format!(
+                "{}: not a pin (a device, FIFO or socket), left alone",
+                names::path(&self.root.join(rel))
+            ));
+        }
     }
 
     /// List the pins in one directory (recursively for old_jumps) and record the directory.
