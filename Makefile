@@ -35,6 +35,13 @@ fuzz:
 demo: deps release
 	scripts/demo.sh
 
+# The privileged tests and the demo on this host's kernel and on Debian's 5.10, 6.1 and 6.12
+# kernels booted under QEMU (scripts/kernel-matrix.sh; SUITES=bookworm picks rows).
+.PHONY: kernel-matrix
+kernel-matrix: deps
+	scripts/install-deps.sh matrix
+	scripts/kernel-matrix.sh $(SUITES)
+
 clean:
 	$(CARGO) clean
 

@@ -8,12 +8,15 @@ build=(libelf-dev zlib1g-dev pkg-config gcc make)
 test=(iproute2 util-linux procps bpftool)
 package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man)
 bench=(hyperfine strace iproute2 bpftool time)
+# make kernel-matrix: Debian's kernels booted under QEMU from a busybox initramfs.
+matrix=(qemu-system-x86 busybox-static kmod cpio zstd xz-utils debian-archive-keyring)
 
 case "$what" in
   build) pkgs=("${build[@]}") ;;
   test) pkgs=("${build[@]}" "${test[@]}") ;;
   package) pkgs=("${build[@]}" "${package[@]}") ;;
   bench) pkgs=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
+  matrix) pkgs=("${build[@]}" "${test[@]}" "${matrix[@]}") ;;
   all) pkgs=("${build[@]}" "${test[@]}" "${package[@]}" "${bench[@]}") ;;
   *) echo "usage: $0 [build|test|package|bench|all]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# make kernel-matrix: the whole privileged test suite and the demo on this host's kernel and on
+# Debian's own generic kernels (5.10 bullseye, 6.1 bookworm, 6.12 trixie), each booted under
+# QEMU, all against the binaries built here once.
+#
+# Each guest boots the kernel package's vmlinuz with a small initramfs (static busybox and the
+# package's own virtio/9p modules, scripts/kernel-matrix/init) that mounts this machine's / over
+# virtio-9p read-only and runs scripts/kernel-matrix/guest.sh there, which runs
+# scripts/kernel-matrix/run-suite.sh, as the host row does. Nested KVM does not work on the CI
+# machines (QEMU asserts with -cpu host and hangs with qemu64), so guests run under TCG.
+#
+# Kernel packages are resolved through linux-image-amd64 of each suite (with its security
+# updates) with a private apt state, downloaded once and cached under target/kernel-matrix.
+#
+# Usage: scripts/kernel-matrix.sh [host|bullseye|bookworm|trixie ...]   (default: all four)
+# Env:   KM_TIMEOUT per guest (default 15m), KM_MEM guest memory (default 4G),
+#        KM_REFRESH=1 refreshes the apt lists now (otherwise at most once a day),
+#        KM_GUEST_FILTER nextest filterset for guests (default: all but ownership_props).
+# Needs root, qemu-system-x86, busybox-static, kmod, cpio, zstd (scripts/install-deps.sh matrix).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+km=$repo/target/kernel-matrix
+timeout_guest=${KM_TIMEOUT:-15m}
+mem=${KM_MEM:-4G}
+# ownership_props is pure property testing (thousands of cases, no kernel call): the same on
+# every kernel and the slowest binary under TCG by far, so guests leave it to the host row.
+guest_filter=${KM_GUEST_FILTER:-not binary(ownership_props)}
+
+if [ $# -gt 0 ]; then rows=("$@"); else rows=(host bullseye bookworm trixie); fi
+
+log() { echo "kernel-matrix: $*" >&2; }
+die() {
+    log "$*"
+    exit 2
+}
+
+# Guests mount tmpfs over /tmp and /run of the host's /, and find the tree at the same path.
+case $repo/ in /tmp/* | /run/*) die "the tree must not be under /tmp or /run: guests hide those" ;; esac
+[ "$(id -u)" = 0 ] || die "needs root (the tests create bpffs mounts, cgroups and netns)"
+for t in qemu-system-x86_64 busybox modprobe depmod cpio zstd dpkg-deb apt-get; do
+    command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh matrix"
+done
+nextest=$(command -v cargo-nextest) || die "cargo-nextest is missing: run scripts/install-deps.sh test"
+busybox=$(command -v busybox)
+# Debian's busybox-static, not a dynamic busybox: the initramfs has no libc.
+! ldd "$busybox" >/dev/null 2>&1 || die "$busybox is not static: install busybox-static"
+
+# ---- build once, on the host --------------------------------------------------------------
+build() {
+    mkdir -p "$km/bin" "$km/cache" "$km/results"
+    log "building the release binaries (demo) and the test archive (failpoints)"
+    cargo build --release --workspace --quiet
+    # A copy: the demo in every row runs these, whatever gets rebuilt meanwhile.
+    install -m 0755 target/release/calico-bpf-guard target/release/calico-bpf-testkit "$km/bin/"
+    cargo nextest archive --workspace --features failpoints --archive-file "$km/tests.tar.zst" \
+        2>&1 | grep -v '^\s*Compiling' >&2
+    rm -rf "$km/tests"
+    mkdir -p "$km/tests"
+    tar -I zstd -xf "$km/tests.tar.zst" -C "$km/tests"
+    # Every test in the archive: a row's "skipped" is what it did not run, binaries left out
+    # by a filter included (nextest's own summary leaves those out).
+    total=$("$nextest" nextest list --binaries-metadata "$km/tests/target/nextest/binaries-metadata.json" \
+        --cargo-metadata "$km/tests/target/nextest/cargo-metadata.json" --workspace-remap "$repo" \
+        --target-dir-remap "$km/tests/target" --message-format oneline 2>/dev/null | grep -c .)
+}
+
+# ---- Debian kernels -------------------------------------------------------------------------
+# fetch_kernel SUITE: sets kver (uname -r), kpkg ("package version") and kroot (the extracted
+# package, modules indexed by depmod).
+fetch_kernel() {
+    local suite=$1
+    local d=$km/apt/$suite
+    mkdir -p "$d/lists/partial" "$d/archives/partial" "$d/preferences.d"
+    [ -f "$d/status" ] || : >"$d/status"
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    cat >"$d/sources.list" <<EOF
+deb [signed-by=$keyring] http://deb.debian.org/debian $suite main
+deb [signed-by=$keyring] http://deb.debian.org/debian $suite-updates main
+deb [signed-by=$keyring] http://deb.debian.org/debian-security $suite-security main
+EOF
+    local opts=(-o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::Etc::Preferences=/dev/null -o "Dir::Etc::PreferencesParts=$d/preferences.d"
+        -o "Dir::State=$d" -o "Dir::State::Lists=$d/lists" -o "Dir::State::status=$d/status"
+        -o "Dir::Cache=$d" -o "Dir::Cache::Archives=$d/archives" -o Dir::Cache::pkgcache=
+        -o Dir::Cache::srcpkgcache= -o APT::Architecture=amd64 -o APT::Architectures::=amd64
+        -o APT::Sandbox::User=root -o Debug::NoLocking=true)
+    if [ -n "${KM_REFRESH:-}" ] || [ -z "$(find "$d/lists" -maxdepth 1 -name '*_Packages' -mmin -1440)" ]; then
+        apt-get "${opts[@]}" -qq update >&2 || log "warning: cannot refresh the $suite lists; using what is cached"
+    fi
+    local pkg ver
+    pkg=$(apt-cache "${opts[@]}" depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ {print $2; exit}')
+    [ -n "$pkg" ] || {
+        log "$suite: cannot resolve linux-image-amd64"
+        return 1
+    }
+    ver=$(apt-cache "${opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" {print $2; exit}')
+    kpkg="$pkg $ver"
+    local deb="$km/cache/${pkg}_${ver}_amd64.deb"
+    if [ ! -f "$deb" ]; then
+        log "$suite: downloading $pkg $ver"
+        (cd "$km/cache" && apt-get "${opts[@]}" -qq download "$pkg:amd64=$ver") >&2 || return 1
+        [ -f "$deb" ] || {
+            log "$suite: apt did not leave $deb"
+            return 1
+        }
+    fi
+    kroot="$km/cache/${pkg}_${ver}"
+    if [ ! -f "$kroot/.ready" ]; then
+        rm -rf "$kroot"
+        dpkg-deb -x "$deb" "$kroot"
+        # Newer packages ship /usr/lib/modules only; modprobe -d looks in DIR/lib/modules.
+        [ -e "$kroot/lib" ] || ln -s usr/lib "$kroot/lib"
+    fi
+    local vmlinuz
+    vmlinuz=$(find "$kroot/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n 1)
+    [ -n "$vmlinuz" ] || {
+        log "$suite: no vmlinuz in $deb"
+        return 1
+    }
+    kver=${vmlinuz##*/vmlinuz-}
+    if [ ! -f "$kroot/.ready" ]; then
+        depmod -b "$kroot" "$kver"
+        make_initramfs "$kroot" "$kver" "$kroot/initramfs.cpio"
+        touch "$kroot/.ready"
+    fi
+}
+
+# make_initramfs ROOT KVER OUT: busybox, stage 1, and the modules needed to mount the host's /
+# (with their dependencies, in load order; built-in ones are skipped), decompressed so busybox
+# insmod can load them on any kernel.
+make_initramfs() {
+    local root=$1 kver=$2 out=$3 dir
+    dir=$(mktemp -d)
+    mkdir -p "$dir/bin" "$dir/dev" "$dir/proc" "$dir/sys" "$dir/modules" "$dir/newroot"
+    mknod -m 0600 "$dir/dev/console" c 5 1
+    cp "$busybox" "$dir/bin/busybox"
+    cp scripts/kernel-matrix/init "$dir/init"
+    : >"$dir/modules/order"
+    local m path name
+    for m in virtio_pci virtio_rng 9pnet_virtio 9p; do
+        modprobe --show-depends -d "$root" -S "$kver" "$m"
+    done | awk '$1 == "insmod" && !seen[$2]++ {print $2}' | while read -r path; do
+        name=${path##*/}
+        case $name in
+        *.ko.xz) xz -dc "$path" >"$dir/modules/${name%.xz}" && name=${name%.xz} ;;
+        *.ko.zst) zstd -dcq "$path" >"$dir/modules/${name%.zst}" && name=${name%.zst} ;;
+        *.ko.gz) gzip -dc "$path" >"$dir/modules/${name%.gz}" && name=${name%.gz} ;;
+        *) cp "$path" "$dir/modules/$name" ;;
+        esac
+        echo "$name" >>"$dir/modules/order"
+    done
+    (cd "$dir" && find . -print0 | cpio --null -o -H newc --quiet) >"$out"
+    rm -rf "$dir"
+}
+
+# ---- one row --------------------------------------------------------------------------------
+# run_guest SUITE RESULTS: boot the suite's kernel; 0 if the guest finished (not whether the
+# tests passed), 124 if it timed out.
+run_guest() {
+    local res=$2
+    cat >"$res/guest.env" <<EOF
+KM_REPO=$repo
+KM_TESTS=$km/tests
+KM_BINDIR=$km/bin
+KM_MODROOT=$kroot
+KM_NEXTEST=$nextest
+KM_FILTER=$(printf %q "$guest_filter")
+EOF
+    local rc=0
+    timeout -k 30s "$timeout_guest" qemu-system-x86_64 \
+        -accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
+        -nodefaults -no-reboot -display none -monitor none -serial "file:$res/console.log" \
+        -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$kroot/initramfs.cpio" \
+        -append "console=ttyS0 panic=-1 random.trust_cpu=on KM_STAGE2=$repo/scripts/kernel-matrix/guest.sh" \
+        -fsdev "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap" \
+        -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
+        -fsdev "local,id=results,path=$res,security_model=none,multidevs=remap" \
+        -device virtio-9p-pci,fsdev=results,mount_tag=results \
+        -device virtio-rng-pci </dev/null >"$res/qemu.log" 2>&1 || rc=$?
+    return "$rc"
+}
+
+fmt_time() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+declare -a table
+failed_rows=0
+
+# row NAME: run it and print its result line (and what failed).
+row() {
+    local name=$1 res=$km/results/$1 start status=ok rc=0 kernel
+    rm -rf "$res"
+    mkdir -p "$res"
+    start=$(date +%s)
+    if [ "$name" = host ]; then
+        kernel="$(uname -r) (this host)"
+        unshare --mount --propagation private \
+            scripts/kernel-matrix/run-suite.sh "$repo" "$km/tests" "$km/bin" "$res" \
+            "$(mktemp -d)" || rc=$?
+    else
+        if ! fetch_kernel "$name"; then
+            table+=("$(printf '%-34s %-8s %s' "?" "$name" "ERROR: cannot get the kernel")")
+            log "$name: cannot get the kernel"
+            failed_rows=$((failed_rows + 1))
+            return
+        fi
+        kernel="$kver ($kpkg)"
+        kernel=${kernel/linux-image-$kver /}
+        log "$name: booting $kver ($kpkg) under TCG, timeout $timeout_guest"
+        run_guest "$name" "$res" || rc=$?
+    fi
+    local secs=$(($(date +%s) - start))
+    [ "$rc" = 124 ] && status=TIMEOUT
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] && status="ERROR (exit $rc)"
+
+    local summary run=- passed=- failed=- skipped=- demo=-
+    summary=$(grep -E '^ *Summary \[' "$res/nextest.log" 2>/dev/null | tail -n 1 || true)
+    if [ -n "$summary" ]; then
+        run=$(count "$summary" 'tests? run')
+        passed=$(count "$summary" passed)
+        failed=$(($(count "$summary" failed) + $(count "$summary" 'timed out')))
+        skipped=$(count "$summary" skipped)
+        [ $((total - run)) -gt "$skipped" ] && skipped=$((total - run))
+    fi
+    [ -f "$res/demo.rc" ] && { [ "$(cat "$res/demo.rc")" = 0 ] && demo=ok || demo=failed; }
+    if [ "$status" = ok ]; then
+        if [ ! -f "$res/nextest.rc" ] || [ -z "$summary" ]; then
+            status="ERROR (no test results)"
+        elif [ "$(cat "$res/nextest.rc")" != 0 ] || [ "$demo" != ok ]; then
+            status=FAIL
+        fi
+    fi
+    [ -f "$res/kernel" ] && [ "$name" != host ] && [ "$(cat "$res/kernel")" != "$kver" ] &&
+        status="ERROR (booted $(cat "$res/kernel"))"
+
+    local line
+    line=$(printf '%-34s %-8s %5s %6s %6s %7s %8s %-6s %s' "$kernel" "$name" "$run" "$passed" \
+        "$failed" "$skipped" "$(fmt_time "$secs")" "$demo" "$status")
+    table+=("$line")
+    local phases
+    phases=$(awk '{printf "%s%s %ss", sep, $1, $2; sep=", "}' "$res/phases" 2>/dev/null || true)
+    echo "kernel-matrix: $kernel: $run tests run, $passed passed, $failed failed, $skipped skipped, $(fmt_time "$secs") (${phases:-no phases}), demo $demo: $status"
+    if [ "$status" != ok ]; then
+        failed_rows=$((failed_rows + 1))
+        # nextest lists every failed test after its summary line.
+        sed -n '/^ *Summary \[/,$p' "$res/nextest.log" 2>/dev/null |
+            grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+|ABORT|LEAK-FAIL|FLAKY)' | sed 's/^ */    /' || true
+        [ "$demo" = failed ] && { echo "    demo:" && tail -n 5 "$res/demo.log" | sed 's/^/      /'; }
+        [ -f "$res/console.log" ] && [ -z "$summary" ] &&
+            { echo "    console (last lines):" && tail -n 15 "$res/console.log" | sed 's/^/      /'; }
+        echo "    logs: $res"
+    fi
+}
+
+# count TEXT WHAT: the number before WHAT in nextest's summary line, 0 if absent.
+count() {
+    local n
+    n=$(grep -oE "[0-9]+ $2" <<<"$1" | head -n 1 | grep -oE '^[0-9]+' || true)
+    echo "${n:-0}"
+}
+
+build
+for r in "${rows[@]}"; do
+    case $r in
+    host | bullseye | bookworm | trixie) row "$r" ;;
+    *) die "unknown row $r (host, bullseye, bookworm, trixie)" ;;
+    esac
+done
+
+echo
+printf '%-34s %-8s %5s %6s %6s %7s %8s %-6s %s\n' kernel suite tests passed failed skipped time demo result
+printf '%s\n' "${table[@]}"
+echo "guests run: $guest_filter (skipped: the rest); the host row runs every test"
+[ "$failed_rows" = 0 ] || {
+    log "$failed_rows of ${#rows[@]} kernels failed"
+    exit 1
+}
