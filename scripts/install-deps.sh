@@ -6,7 +6,13 @@ what=${1:-test}
 
 build=(libelf-dev zlib1g-dev pkg-config gcc make)
 test=(iproute2 util-linux procps bpftool)
-package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man)
+# The shipped binary is built with cargo-zigbuild for glibc 2.17, with libelf and zlib built from
+# libbpf-sys's vendored sources: autotools, flex, bison and gawk build elfutils' libelf.
+package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man
+         autoconf automake autopoint flex bison gawk libtool)
+# Pinned: the package build's compiler and linker (make deb, make rpm, make boot-test).
+zigbuild_version=0.24.1
+ziglang_version=0.17.1
 bench=(hyperfine strace iproute2 bpftool time)
 # make kernel-matrix: Debian's kernels booted under QEMU from a busybox initramfs.
 matrix=(qemu-system-x86 busybox-static kmod cpio zstd xz-utils debian-archive-keyring)
@@ -38,4 +44,16 @@ if ! command -v cargo >/dev/null; then
 fi
 if [ "$what" = test ] || [ "$what" = all ]; then
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+fi
+if [ "$what" = package ] || [ "$what" = all ]; then
+  if [ "$(cargo-zigbuild --version 2>/dev/null)" != "cargo-zigbuild $zigbuild_version" ]; then
+    cargo install --locked --force cargo-zigbuild --version "$zigbuild_version"
+  fi
+  # cargo-zigbuild runs `python3 -m ziglang` when no zig is on PATH. Debian's own python3 marks
+  # itself externally managed; PIP_BREAK_SYSTEM_PACKAGES lets pip install there too.
+  if [ "$(python3 -m ziglang version 2>/dev/null)" != "$ziglang_version" ]; then
+    python3 -m pip --version >/dev/null 2>&1 ||
+      { apt-get update -qq; apt-get install -y -qq --no-install-recommends python3-pip >/dev/null; }
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --root-user-action=ignore "ziglang==$ziglang_version"
+  fi
 fi
