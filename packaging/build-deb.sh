@@ -16,7 +16,7 @@ mkdir -p "$out"
 
 deb=$(ls "$work"/calico-bpf-guard_"$VERSION"_*.deb)
 echo "== unit"
-packaging/check-unit.sh "$work/cargo/release/calico-bpf-guard"
+packaging/check-unit.sh "$(ls "$work"/cargo/*-unknown-linux-gnu/release/calico-bpf-guard)"
 echo "== lintian $deb"
 # --fail-on error: warnings are printed for a human, errors fail the build.
 lintian --fail-on error --display-info --tag-display-limit 0 "$deb"

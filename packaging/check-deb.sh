@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the .deb installs and what its maintainer scripts do: the files both packages promise,
 # the configuration as a conffile, and a unit that is enabled but never started, stopped or
-# restarted by dpkg.
+# restarted by dpkg; and that it installs wherever glibc is 2.17 or later: a binary that needs
+# nothing newer and no shared library but the C runtime, and a Depends: that says so.
 # Usage: packaging/check-deb.sh DEB
 set -euo pipefail
 deb=${1:?usage: $0 DEB}
@@ -34,10 +35,22 @@ scripts=$(cat "$ctl"/DEBIAN/{preinst,postinst,prerm,postrm} 2>/dev/null || true)
 if grep -q deb-systemd-invoke <<<"$scripts"; then
   bad "a maintainer script starts, stops or restarts the unit"
 fi
+# The binary: GLIBC_2.17 at most, only the C runtime. Then what dpkg-shlibdeps made of it: libc6
+# alone, at a version no newer than 2.17.
+"$root/packaging/check-binary.sh" "$ctl/root/usr/sbin/calico-bpf-guard" || bad "the binary is not portable"
+depends=$(dpkg-deb -f "$deb" Depends)
+echo "Depends: $depends"
+libc_min=$(sed -n 's/.*\blibc6 (>= \([0-9.]*\)).*/\1/p' <<<"$depends")
+[ -n "$libc_min" ] || bad "Depends: names no libc6 (>= version): $depends"
+if [ -n "$libc_min" ] && [ "$(printf '%s\n2.17\n' "$libc_min" | sort -V | tail -n1)" != 2.17 ]; then
+  bad "Depends: libc6 (>= $libc_min), newer than 2.17"
+fi
+others=$(tr ',' '\n' <<<"$depends" | sed 's/^ *//; s/ .*//' | grep -vx 'libc6' || true)
+[ -z "$others" ] || bad "Depends: more than libc6: $others"
 # The man page renders without groff warnings.
 out=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$ctl/root/usr/share/man/man8/calico-bpf-guard.8.gz" 2>&1 >/dev/null) ||
   bad "man failed"
 [ -z "$out" ] || bad "man page warnings: $out"
 
-[ "$fail" = 0 ] && echo "ok: files, conffile, enabled and never started by dpkg, man page"
+[ "$fail" = 0 ] && echo "ok: files, conffile, enabled and never started by dpkg, man page, Depends: libc6 (>= $libc_min) alone"
 exit "$fail"

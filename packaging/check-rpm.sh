@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the .rpm installs and what its scriptlets do: the files both packages promise, the
 # configuration as %config(noreplace), and a unit that is preset (enabled) on first install but
-# never started or restarted.
+# never started or restarted; and that it installs wherever glibc is 2.17 or later: a binary that
+# needs nothing newer and no shared library but the C runtime, requirements that say so, and a
+# payload that Amazon Linux 2's rpm 4.11 can read.
 # Usage: packaging/check-rpm.sh RPM
 set -euo pipefail
 rpm=${1:?usage: $0 RPM}
@@ -33,9 +35,31 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && rpm2cpio "$rpm" | cpio -id --quiet ./usr/lib/systemd/system/calico-bpf-guard.service)
+(cd "$tmp" && rpm2cpio "$rpm" | cpio -id --quiet ./usr/lib/systemd/system/calico-bpf-guard.service ./usr/sbin/calico-bpf-guard)
 cmp -s "$tmp/usr/lib/systemd/system/calico-bpf-guard.service" "$root/systemd/calico-bpf-guard.service" ||
   bad "the packaged unit differs from systemd/calico-bpf-guard.service"
 
-[ "$fail" = 0 ] && echo "ok: files, %config, preset on install and never started, unit as in the tree"
+# The binary: GLIBC_2.17 at most, only the C runtime. Then what rpm's dependency generator made of
+# it: shared-library requirements on the C runtime only, no GLIBC_ version above 2.17.
+"$root/packaging/check-binary.sh" "$tmp/usr/sbin/calico-bpf-guard" || bad "the binary is not portable"
+requires=$(rpm -qp --requires "$rpm")
+while read -r req; do
+  case $req in
+    libc.so.6* | libpthread.so.0* | libdl.so.2* | ld-linux*.so.*) ;;
+    *.so*) bad "requires a shared library other than the C runtime: $req" ;;
+  esac
+  if [[ $req =~ \(GLIBC_([0-9.]+)\) ]] &&
+    [ "$(printf '%s\n2.17\n' "${BASH_REMATCH[1]}" | sort -V | tail -n1)" != 2.17 ]; then
+    bad "requires $req, newer than GLIBC_2.17"
+  fi
+done <<<"$requires"
+glibc_max=$(grep -o '(GLIBC_[0-9.]*)' <<<"$requires" | tr -d '()' | sort -V | tail -n1)
+[ -n "$glibc_max" ] || bad "no libc.so.6(GLIBC_...) requirement: did rpm's dependency generator run?"
+# rpm 4.11 (Amazon Linux 2) reads gzip, bzip2 and xz payloads, not zstd.
+if grep -q '^rpmlib(PayloadIsZstd)' <<<"$requires"; then
+  bad "zstd payload: rpm before 4.14 (Amazon Linux 2) cannot read it"
+fi
+
+[ "$fail" = 0 ] &&
+  echo "ok: files, %config, preset on install and never started, unit as in the tree, requires $glibc_max at most"
 exit "$fail"
