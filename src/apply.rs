@@ -8,13 +8,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::inventory::{pinned_object, Located, PinnedObject};
+use crate::inventory::{pinned_object, Located};
 use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
 use crate::kernel::fs::FsKind;
 use crate::kernel::is_gone;
-use crate::kernel::netlink::{copy_err, Filter, Rtnl, XdpMode, FILTER_BATCH};
+use crate::kernel::netlink::{copy_err, Filter, Rtnl, FILTER_BATCH};
 use crate::kernel::tree::{self, Dir, Entry, Kind};
-use crate::plan::{Action, ObjId, Step};
+use crate::plan::{pinned_id, Action, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", content = "detail", rename_all = "kebab-case")]
@@ -204,12 +204,7 @@ impl Ctx {
                 prog_id,
             } => {
                 let prog = bpf::fd_by_id(IdSpace::Prog, *prog_id)?;
-                let flags = match mode {
-                    XdpMode::Driver => bpf::XDP_FLAGS_DRV_MODE,
-                    XdpMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
-                    XdpMode::Offload => bpf::XDP_FLAGS_HW_MODE,
-                };
-                match bpf::xdp_detach(*ifindex, flags, prog.as_fd()) {
+                match bpf::xdp_detach(*ifindex, mode.flags(), prog.as_fd()) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Outcome::Kept(
                         "another XDP program replaced it meanwhile".into(),
                     )),
@@ -229,13 +224,7 @@ impl Ctx {
                         "another file was pinned there since the scan".into(),
                     ));
                 }
-                let now = match pinned_object(&dir, &seen.name)? {
-                    PinnedObject::Prog(p) => Some(ObjId::Prog(p.id)),
-                    PinnedObject::Map(m) => Some(ObjId::Map(m.id)),
-                    PinnedObject::Link(l) => Some(ObjId::Link(l.id)),
-                    PinnedObject::Unknown(_) => None,
-                };
-                if now != Some(*expect) {
+                if pinned_id(&pinned_object(&dir, &seen.name)?) != Some(*expect) {
                     return Ok(Outcome::Kept("the pin now holds another object".into()));
                 }
                 Ok(removed(dir.remove_if_same(&seen)?))

@@ -35,7 +35,7 @@ pub fn decide(mode: Option<&Mode>, on_missing: OnMissingMode, force: bool) -> De
         }
         (Some(m), _, _) => Decision::Sweep(format!(
             "the mode file says {}: the eBPF dataplane is off",
-            m.dataplane.name()
+            m.dataplane
         )),
         (None, OnMissingMode::Sweep, _) => {
             Decision::Sweep("no mode file, and on_missing_mode = \"sweep\"".into())
@@ -44,6 +44,45 @@ pub fn decide(mode: Option<&Mode>, on_missing: OnMissingMode, force: bool) -> De
         (None, OnMissingMode::Skip, false) => {
             Decision::Skip("no mode file (on_missing_mode = \"skip\")".into())
         }
+    }
+}
+
+/// `check`'s answer once eBPF is known not to be on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    Stale,
+    CannotTell,
+}
+
+/// `check`'s verdict on a scan, and the decision line saying it: `stale` when the plan is not
+/// empty, `blind` places that could not be inspected, `live` when a process holds what the
+/// plan names.
+pub fn check_verdict(stale: bool, blind: usize, ebpf: Ebpf, live: bool) -> (Verdict, String) {
+    match (stale, ebpf) {
+        // Found nothing, but did not see everything: never "clean".
+        (false, _) if blind > 0 => (
+            Verdict::CannotTell,
+            format!(
+                "cannot tell: {blind} place(s) could not be inspected (see warnings), nothing stale elsewhere"
+            ),
+        ),
+        (false, _) => (
+            Verdict::Clean,
+            "clean: no stale Calico eBPF objects".into(),
+        ),
+        (true, Ebpf::Off) if live => (
+            Verdict::Stale,
+            "stale: a live eBPF dataplane runs although the mode file says eBPF is off".into(),
+        ),
+        (true, Ebpf::Off) => (
+            Verdict::Stale,
+            "stale: Calico eBPF objects present while eBPF is off".into(),
+        ),
+        (true, _) => (
+            Verdict::CannotTell,
+            "cannot tell: Calico eBPF objects present, but there is no mode file".into(),
+        ),
     }
 }
 
@@ -80,6 +119,23 @@ mod tests {
                 "{mode:?} {on_missing:?} {force}"
             );
             assert_eq!(ebpf(mode.as_ref(), on_missing), state);
+        }
+    }
+
+    #[test]
+    fn check_verdicts() {
+        use Verdict::*;
+        let cases = [
+            (false, 0, Ebpf::Off, false, Clean),
+            (false, 0, Ebpf::Unknown, false, Clean),
+            (false, 2, Ebpf::Off, false, CannotTell),
+            (true, 0, Ebpf::Off, false, Stale),
+            (true, 1, Ebpf::Off, true, Stale),
+            (true, 0, Ebpf::Unknown, false, CannotTell),
+        ];
+        for (stale, blind, ebpf, live, want) in cases {
+            let (got, line) = check_verdict(stale, blind, ebpf, live);
+            assert_eq!(got, want, "{stale} {blind} {ebpf:?} {live}: {line}");
         }
     }
 }

@@ -241,12 +241,12 @@ pub fn recover(s: &Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, ObjId};
+    use crate::plan::{Action, ObjId, StepKind};
 
     fn step(action: Action) -> Step {
         Step {
             action,
-            kind: "link",
+            kind: StepKind::Link,
             id: None,
             name: String::new(),
             location: String::new(),

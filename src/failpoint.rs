@@ -5,6 +5,8 @@
 //! the feature they are no-ops the compiler removes.
 
 use crate::plan::Step;
+#[cfg(feature = "failpoints")]
+use crate::plan::StepKind;
 
 #[cfg(feature = "failpoints")]
 pub fn setup() -> fail::FailScenario<'static> {
@@ -12,11 +14,19 @@ pub fn setup() -> fail::FailScenario<'static> {
 }
 
 /// An injected failure for this step, if the `apply-step` failpoint names its kind (or no kind).
+/// A kind that is no `StepKind` is a mistake in the test that set it, which would otherwise
+/// pass without injecting anything: it panics.
 #[cfg(feature = "failpoints")]
 pub fn inject(step: &Step) -> Option<String> {
-    fail::fail_point!("apply-step", |kind: Option<String>| match kind {
-        Some(k) if !k.is_empty() && k != step.kind => None,
-        _ => Some(format!("injected failure ({})", step.kind)),
+    fail::fail_point!("apply-step", |kind: Option<String>| {
+        let named = kind.filter(|k| !k.is_empty()).map(|k| {
+            k.parse::<StepKind>()
+                .unwrap_or_else(|e| panic!("FAILPOINTS apply-step: {e}"))
+        });
+        match named {
+            Some(k) if k != step.kind => None,
+            _ => Some(format!("injected failure ({})", step.kind)),
+        }
     });
     None
 }

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::kernel::bpf::{self, IdSpace};
+use crate::kernel::bpf;
 use crate::kernel::fs::{has_effective_cap, held_bpf_fds, HeldBpfFd, CAP_SYS_PTRACE};
 use crate::kernel::is_gone;
 use crate::kernel::task_files::{task_files, TaskFile};
@@ -23,15 +23,7 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what: Vec<String> = self
-            .holds
-            .iter()
-            .map(|o| match o {
-                ObjId::Prog(id) => format!("program {id}"),
-                ObjId::Map(id) => format!("map {id}"),
-                ObjId::Link(id) => format!("link {id}"),
-            })
-            .collect();
+        let what: Vec<String> = self.holds.iter().map(ObjId::to_string).collect();
         write!(
             f,
             "pid {} ({}) holds {}",
@@ -85,12 +77,7 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
         .collect();
     let mut own = Vec::new();
     for obj in &wanted {
-        let (space, id) = match *obj {
-            ObjId::Prog(id) => (IdSpace::Prog, id),
-            ObjId::Map(id) => (IdSpace::Map, id),
-            ObjId::Link(id) => (IdSpace::Link, id),
-        };
-        match bpf::fd_by_id(space, id) {
+        match bpf::fd_by_id(obj.space(), obj.id()) {
             Ok(fd) => own.push((fd, *obj)),
             Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::EAGAIN) => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("opening {obj:?}"))),
@@ -163,20 +150,24 @@ pub fn match_files(files: &[TaskFile], own: &[(u32, ObjId)]) -> Vec<Holder> {
     }
     let mut out: Vec<Holder> = Vec::new();
     for f in files.iter().filter(|f| f.tgid != 0) {
-        let Some(obj) = by_file.get(&(f.f_op, f.private_data)) else {
-            continue;
-        };
-        match out.iter_mut().find(|h| h.pid == f.tgid) {
-            Some(h) if !h.holds.contains(obj) => h.holds.push(*obj),
-            Some(_) => {}
-            None => out.push(Holder {
-                pid: f.tgid,
-                comm: f.comm.clone(),
-                holds: vec![*obj],
-            }),
+        if let Some(obj) = by_file.get(&(f.f_op, f.private_data)) {
+            hold(&mut out, f.tgid, &f.comm, *obj);
         }
     }
     out
+}
+
+/// Record that `pid` holds `obj`: one holder per process, each object once, in the order seen.
+fn hold(holders: &mut Vec<Holder>, pid: u32, comm: &str, obj: ObjId) {
+    match holders.iter_mut().find(|h| h.pid == pid) {
+        Some(h) if !h.holds.contains(&obj) => h.holds.push(obj),
+        Some(_) => {}
+        None => holders.push(Holder {
+            pid,
+            comm: comm.to_string(),
+            holds: vec![obj],
+        }),
+    }
 }
 
 pub fn match_holders(held: &[HeldBpfFd], steps: &[Step]) -> Vec<Holder> {
@@ -193,17 +184,8 @@ pub fn match_holders(held: &[HeldBpfFd], steps: &[Step]) -> Vec<Holder> {
             (None, None, Some(m)) => ObjId::Map(m),
             _ => continue,
         };
-        if !wanted.contains(&id) {
-            continue;
-        }
-        match out.iter_mut().find(|h| h.pid == fd.pid) {
-            Some(h) if !h.holds.contains(&id) => h.holds.push(id),
-            Some(_) => {}
-            None => out.push(Holder {
-                pid: fd.pid,
-                comm: fd.comm.clone(),
-                holds: vec![id],
-            }),
+        if wanted.contains(&id) {
+            hold(&mut out, fd.pid, &fd.comm, id);
         }
     }
     out
@@ -290,7 +272,7 @@ mod tests {
     fn only_plan_objects_count() {
         let steps = vec![Step {
             action: Action::DetachLink { link_id: 7 },
-            kind: "link",
+            kind: crate::plan::StepKind::Link,
             id: Some(7),
             name: "calico_connect_v4".into(),
             location: String::new(),

@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::kernel::bpf::{self, Features, IdSpace, LinkInfo, MapInfo, ObjKind, ProgInfo, Target};
 use crate::kernel::fs::{self as kfs, FsKind};
@@ -56,10 +57,12 @@ pub struct Roots {
     pub cgroup2: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupAttachment {
     /// The cgroup2 root it was found under; `cgroup` lies beneath it.
+    #[serde(with = "names::shown")]
     pub root: PathBuf,
+    #[serde(with = "names::shown")]
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
     pub attach_type: u32,
@@ -68,7 +71,7 @@ pub struct CgroupAttachment {
     pub slot_flags: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PinnedObject {
     Prog(ProgInfo),
     Map(MapInfo),
@@ -78,10 +81,12 @@ pub enum PinnedObject {
 
 /// Where an entry of a bpffs root is: the root as configured, the path beneath it (reached
 /// only through directory fds, see `kernel::tree`), and what was there when it was seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Located {
+    #[serde(with = "names::shown")]
     pub root: PathBuf,
     /// Relative to `root`.
+    #[serde(with = "names::shown")]
     pub rel: PathBuf,
     pub id: FileId,
 }
@@ -93,7 +98,7 @@ impl Located {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {
     pub at: Located,
     pub place: Place,
@@ -101,23 +106,25 @@ pub struct Pin {
 }
 
 /// A directory inside Calico's bpffs places, with how many entries it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinDir {
     pub at: Located,
     pub entries: usize,
 }
 
 /// A program on an interface hook that the kernel lists by query (tcx, netkit).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookAttachment {
     pub ifindex: u32,
+    #[serde(with = "names::shown")]
     pub ifname: std::ffi::OsString,
     pub attach_type: u32,
     pub prog_id: u32,
     pub link_id: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Serialized (within `plan::Input`), it is what `debug-inventory` prints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Inventory {
     /// What this kernel can have: a family it cannot have is not looked for.
     pub features: Features,

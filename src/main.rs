@@ -57,6 +57,10 @@ enum Command {
         #[command(subcommand)]
         action: ModeCommand,
     },
+    /// Print the read-only scan as JSON, to replay in a golden test (tests/golden/); hidden, the
+    /// format is the test suite's and may change
+    #[command(hide = true)]
+    DebugInventory,
 }
 
 #[derive(Subcommand)]
@@ -66,8 +70,8 @@ enum ModeCommand {
     /// Write the mode file atomically (0644)
     Set {
         /// Calico's linuxDataplane value
-        #[arg(value_parser = ["bpf", "iptables", "nftables", "vpp"], ignore_case = true)]
-        dataplane: String,
+        #[arg(value_enum, ignore_case = true)]
+        dataplane: Dataplane,
         /// Free text: who wrote it (e.g. "image build", "cloud-init")
         #[arg(long, value_name = "TEXT")]
         source: Option<String>,
@@ -120,10 +124,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         } => run::mode_show(&settings),
         Command::Mode {
             action: ModeCommand::Set { dataplane, source },
-        } => {
-            let dp = Dataplane::parse(&dataplane)
-                .ok_or_else(|| anyhow::anyhow!("unknown dataplane {dataplane}"))?;
-            run::mode_set(&settings, dp, source)
-        }
+        } => run::mode_set(&settings, dataplane, source),
+        Command::DebugInventory => run::debug_inventory(&settings),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks of every argument and subcommand.
+    #[test]
+    fn cli_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

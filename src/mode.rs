@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::config::InvalidInput;
 use crate::kernel::fs::{read_trusted, write_atomic, FileProblem};
 
-/// Calico's `linuxDataplane` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Calico's `linuxDataplane` values. Their names, in the mode file, in the JSON report and on
+/// `mode set`'s command line, are clap's (the variant names, lowercase); serde uses the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Dataplane {
     Bpf,
@@ -19,29 +21,22 @@ pub enum Dataplane {
 }
 
 impl Dataplane {
-    pub const NAMES: [&'static str; 4] = ["bpf", "iptables", "nftables", "vpp"];
-
+    /// Case-insensitive, as Calico reads `linuxDataplane`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "bpf" => Some(Dataplane::Bpf),
-            "iptables" => Some(Dataplane::Iptables),
-            "nftables" => Some(Dataplane::Nftables),
-            "vpp" => Some(Dataplane::Vpp),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dataplane::Bpf => "bpf",
-            Dataplane::Iptables => "iptables",
-            Dataplane::Nftables => "nftables",
-            Dataplane::Vpp => "vpp",
-        }
+        <Self as ValueEnum>::from_str(s, true).ok()
     }
 
     pub fn ebpf_on(self) -> bool {
         self == Dataplane::Bpf
+    }
+}
+
+impl std::fmt::Display for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
     }
 }
 
@@ -79,7 +74,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Mode, InvalidInput> {
             format!(
                 "`{}` is not one of {}",
                 raw.dataplane,
-                Dataplane::NAMES.join(", ")
+                Dataplane::value_variants()
+                    .iter()
+                    .map(Dataplane::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     })?;
@@ -104,7 +103,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Mode, InvalidInput> {
 pub fn render(mode: &Mode) -> String {
     let mut out =
         String::from("# Written by calico-bpf-guard mode set; read before kubelet starts.\n");
-    out += &format!("dataplane = {}\n", toml_string(mode.dataplane.name()));
+    out += &format!("dataplane = {}\n", toml_string(&mode.dataplane.to_string()));
     if let Some(s) = &mode.source {
         out += &format!("source = {}\n", toml_string(s));
     }
@@ -183,6 +182,23 @@ mod tests {
             let m = p(&format!("dataplane = \"{text}\"\n")).unwrap();
             assert_eq!(m.dataplane, want);
             assert_eq!(m.dataplane.ebpf_on(), on);
+        }
+    }
+
+    /// One list of names: what the file takes is what `mode set` takes and what is shown.
+    #[test]
+    fn names_are_clap_names() {
+        let shown: Vec<String> = Dataplane::value_variants()
+            .iter()
+            .map(Dataplane::to_string)
+            .collect();
+        assert_eq!(shown, ["bpf", "iptables", "nftables", "vpp"]);
+        for d in Dataplane::value_variants() {
+            assert_eq!(Dataplane::parse(&d.to_string()), Some(*d));
+            assert_eq!(
+                serde_json::to_value(d).unwrap(),
+                serde_json::Value::String(d.to_string())
+            );
         }
     }
 

@@ -44,6 +44,54 @@ pub fn os(s: &OsStr) -> String {
     escape(s.as_bytes())
 }
 
+/// A shown form back to its bytes; None for text `escape` never writes.
+pub fn unescape(shown: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(shown.len());
+    let mut rest = shown.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let (&e, tail) = rest.split_first()?;
+        rest = tail;
+        match e {
+            b'\\' => out.push(b'\\'),
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'x' => {
+                let hex = std::str::from_utf8(rest.get(..2)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &rest[2..];
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Serde in the shown form, for names and paths that are bytes (`#[serde(with = ...)]`): JSON
+/// holds text, and a recorded inventory stays readable whatever bytes its names hold.
+pub mod shown {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStringExt;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, T: AsRef<OsStr>>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::os(v.as_ref()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<OsString>>(d: D) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        super::unescape(&text)
+            .map(|b| OsString::from_vec(b).into())
+            .ok_or_else(|| D::Error::custom(format!("not a shown name: {text:?}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +111,10 @@ mod tests {
         ];
         for (raw, shown) in cases {
             assert_eq!(escape(raw), shown, "{raw:?}");
+            assert_eq!(unescape(shown).as_deref(), Some(raw), "{shown:?}");
+        }
+        for bad in ["a\\", "\\q", "\\x4", "\\xzz"] {
+            assert_eq!(unescape(bad), None, "{bad:?}");
         }
     }
 

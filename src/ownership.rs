@@ -5,6 +5,8 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
+use serde::{Deserialize, Serialize};
+
 use crate::kernel::bpf::{PROG_TYPE_CGROUP_SOCK_ADDR, PROG_TYPE_SCHED_CLS, PROG_TYPE_XDP};
 
 /// The kind and kernel name of a program, as ownership needs them.
@@ -53,7 +55,7 @@ pub fn device(name: &str, kind: Option<&str>) -> Option<&'static str> {
 
 /// Which families of programs are loaded at all. When none is, the guard needs no cgroup walk
 /// and no network scan: an attachment always holds its program, so it would be listed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Scope {
     pub cgroups: bool,
     pub tc: bool,
@@ -73,7 +75,7 @@ impl Scope {
 }
 
 /// The bpffs places where Calico's families live, relative to a bpffs root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Place {
     /// `ctlb/`, `calico_connect4/`, and the 3.30.1 `calico_*_v6` pins at the root.
     Ctlb,

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inventory::{hook_name, Inventory, Located, PinnedObject, NETKIT_HOOKS};
-use crate::kernel::bpf::{LinkTarget, F_ALLOW_MULTI};
+use crate::kernel::bpf::{IdSpace, LinkTarget, F_ALLOW_MULTI};
 use crate::kernel::netlink::{Filter, NetIf, XdpMode, PARENT_INGRESS};
 use crate::names;
 use crate::ownership::{self, PinnedFacts, Place, ProgFacts};
@@ -73,11 +73,153 @@ pub enum ObjId {
     Link(u32),
 }
 
+impl ObjId {
+    pub fn id(self) -> u32 {
+        match self {
+            ObjId::Prog(id) | ObjId::Map(id) | ObjId::Link(id) => id,
+        }
+    }
+
+    /// The id space to open it from.
+    pub fn space(self) -> IdSpace {
+        match self {
+            ObjId::Prog(_) => IdSpace::Prog,
+            ObjId::Map(_) => IdSpace::Map,
+            ObjId::Link(_) => IdSpace::Link,
+        }
+    }
+}
+
+/// As people read it: "program 7", "map 3", "link 9".
+impl std::fmt::Display for ObjId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            ObjId::Prog(_) => "program",
+            ObjId::Map(_) => "map",
+            ObjId::Link(_) => "link",
+        };
+        write!(f, "{what} {}", self.id())
+    }
+}
+
+/// A plan's whole input: the inventory and the BTF names of the programs the plan names.
+/// Serialized, it is what `debug-inventory` prints and the golden tests replay (tests/golden/).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Input {
+    pub inventory: Inventory,
+    pub btf_names: BTreeMap<u32, String>,
+}
+
+/// What a step's object is: the KIND column of the report, the `kind` of its JSON rows, and
+/// what the `apply-step` failpoint names, all in the words of `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    CgroupAttachment,
+    Link,
+    TcFilter,
+    TcxAttachment,
+    XdpAttachment,
+    ProgramPin,
+    MapPin,
+    LinkPin,
+    Directory,
+    Device,
+    /// Not a step: the row reporting a re-scan after the sweep that could not be done.
+    ReScan,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 11] = [
+        StepKind::CgroupAttachment,
+        StepKind::Link,
+        StepKind::TcFilter,
+        StepKind::TcxAttachment,
+        StepKind::XdpAttachment,
+        StepKind::ProgramPin,
+        StepKind::MapPin,
+        StepKind::LinkPin,
+        StepKind::Directory,
+        StepKind::Device,
+        StepKind::ReScan,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::CgroupAttachment => "cgroup attachment",
+            StepKind::Link => "link",
+            StepKind::TcFilter => "tc filter",
+            StepKind::TcxAttachment => "tcx attachment",
+            StepKind::XdpAttachment => "xdp attachment",
+            StepKind::ProgramPin => "program pin",
+            StepKind::MapPin => "map pin",
+            StepKind::LinkPin => "link pin",
+            StepKind::Directory => "directory",
+            StepKind::Device => "device",
+            StepKind::ReScan => "re-scan",
+        }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StepKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        StepKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a step kind"))
+    }
+}
+
+impl Serialize for StepKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Which object in which place a step acts on. A re-scan that plans a step with the key of one
+/// the sweep kept or failed finds that same object, already reported; any other is new.
+/// Cgroup and tcx hooks hold several programs, so their keys name the program too.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StepKey {
+    Cgroup {
+        cgroup_id: u64,
+        attach_type: u32,
+        prog_id: u32,
+    },
+    Link(u32),
+    Hook {
+        ifindex: u32,
+        attach_type: u32,
+        prog_id: u32,
+    },
+    Xdp {
+        ifindex: u32,
+        mode: XdpMode,
+    },
+    /// A filter's place: interface, parent, chain, priority and protocol (`info`), handle.
+    Filter {
+        ifindex: u32,
+        parent: u32,
+        chain: u32,
+        info: u32,
+        handle: u32,
+    },
+    /// A pin or a directory.
+    Path(PathBuf),
+    Device(OsString),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub action: Action,
-    /// What the object is, for people: "cgroup attachment", "tc filter", "pin", …
-    pub kind: &'static str,
+    pub kind: StepKind,
     /// Program, map or link id, when there is one.
     pub id: Option<u32>,
     pub name: String,
@@ -87,6 +229,46 @@ pub struct Step {
 }
 
 impl Step {
+    pub fn key(&self) -> StepKey {
+        match &self.action {
+            Action::DetachCgroup {
+                cgroup_id,
+                attach_type,
+                prog_id,
+                ..
+            } => StepKey::Cgroup {
+                cgroup_id: *cgroup_id,
+                attach_type: *attach_type,
+                prog_id: *prog_id,
+            },
+            Action::DetachLink { link_id } | Action::DetachHookLink { link_id } => {
+                StepKey::Link(*link_id)
+            }
+            Action::DetachHook {
+                ifindex,
+                attach_type,
+                prog_id,
+            } => StepKey::Hook {
+                ifindex: *ifindex,
+                attach_type: *attach_type,
+                prog_id: *prog_id,
+            },
+            Action::DetachXdp { ifindex, mode, .. } => StepKey::Xdp {
+                ifindex: *ifindex,
+                mode: *mode,
+            },
+            Action::DeleteFilter { filter: f } => StepKey::Filter {
+                ifindex: f.ifindex,
+                parent: f.parent,
+                chain: f.chain,
+                info: f.info,
+                handle: f.handle,
+            },
+            Action::Unpin { at, .. } | Action::RemoveDir { at } => StepKey::Path(at.path()),
+            Action::DeleteDevice { name } => StepKey::Device(name.clone()),
+        }
+    }
+
     fn phase(&self) -> u8 {
         match self.action {
             Action::DetachCgroup { .. }
@@ -112,6 +294,13 @@ impl Step {
             Action::DetachHook { .. } | Action::DetachHookLink { .. }
         )
     }
+}
+
+/// A Calico pin's step, but for where it is.
+struct Pinned {
+    kind: StepKind,
+    name: String,
+    objects: Vec<ObjId>,
 }
 
 struct Builder<'a> {
@@ -151,7 +340,7 @@ impl Builder<'_> {
         };
         self.steps.push(Step {
             action,
-            kind: "link",
+            kind: StepKind::Link,
             id: Some(link_id),
             name: self.prog_name(prog_id),
             location,
@@ -200,7 +389,7 @@ impl Builder<'_> {
                     prog_id: a.prog_id,
                     exclusive,
                 },
-                kind: "cgroup attachment",
+                kind: StepKind::CgroupAttachment,
                 id: Some(a.prog_id),
                 name: self.prog_name(a.prog_id),
                 location: format!("cgroup {} {hook} ({how})", names::path(&a.cgroup)),
@@ -210,7 +399,8 @@ impl Builder<'_> {
         }
     }
 
-    fn network(&mut self) {
+    /// tc (clsact) filters running a Calico program.
+    fn filters(&mut self) {
         for f in &self.inv.filters {
             let Some(prog_id) = f.prog_id else { continue };
             let Some(reason) = self.inv.facts(prog_id).and_then(ownership::tc_program) else {
@@ -223,7 +413,7 @@ impl Builder<'_> {
             };
             self.steps.push(Step {
                 action: Action::DeleteFilter { filter: f.clone() },
-                kind: "tc filter",
+                kind: StepKind::TcFilter,
                 id: Some(prog_id),
                 name: self.prog_name(prog_id),
                 location: format!(
@@ -237,54 +427,56 @@ impl Builder<'_> {
                 objects: vec![ObjId::Prog(prog_id)],
             });
         }
+    }
+
+    /// tcx and netkit hooks: through the link when there is one, else by program.
+    fn hooks(&mut self) {
         for h in &self.inv.hooks {
             let Some(reason) = self.inv.facts(h.prog_id).and_then(ownership::tc_program) else {
                 continue;
             };
             let at = format!("{} {}", names::os(&h.ifname), hook_name(h.attach_type));
-            match h.link_id {
-                Some(link_id) => {
-                    let (ifindex, attach_type) = (h.ifindex, h.attach_type);
-                    let target = if NETKIT_HOOKS.iter().any(|(t, _)| *t == attach_type) {
-                        LinkTarget::Netkit {
-                            ifindex,
-                            attach_type,
-                        }
-                    } else {
-                        LinkTarget::Tcx {
-                            ifindex,
-                            attach_type,
-                        }
-                    };
-                    let at = format!("{at} (link {link_id})");
-                    self.detach_link(link_id, h.prog_id, &target, at, reason)
-                }
-                None => self.steps.push(Step {
+            let Some(link_id) = h.link_id else {
+                self.steps.push(Step {
                     action: Action::DetachHook {
                         ifindex: h.ifindex,
                         attach_type: h.attach_type,
                         prog_id: h.prog_id,
                     },
-                    kind: "tcx attachment",
+                    kind: StepKind::TcxAttachment,
                     id: Some(h.prog_id),
                     name: self.prog_name(h.prog_id),
                     location: at,
                     reason,
                     objects: vec![ObjId::Prog(h.prog_id)],
-                }),
-            }
+                });
+                continue;
+            };
+            let (ifindex, attach_type) = (h.ifindex, h.attach_type);
+            let target = if NETKIT_HOOKS.iter().any(|(t, _)| *t == attach_type) {
+                LinkTarget::Netkit {
+                    ifindex,
+                    attach_type,
+                }
+            } else {
+                LinkTarget::Tcx {
+                    ifindex,
+                    attach_type,
+                }
+            };
+            let at = format!("{at} (link {link_id})");
+            self.detach_link(link_id, h.prog_id, &target, at, reason)
         }
+    }
+
+    /// XDP in whichever mode it is attached in, through its link when there is one.
+    fn xdp(&mut self) {
         for nif in &self.inv.netifs {
             for &(mode, prog_id) in &nif.xdp {
                 let Some(reason) = self.inv.facts(prog_id).and_then(ownership::xdp_program) else {
                     continue;
                 };
-                let mode_name = match mode {
-                    XdpMode::Driver => "driver",
-                    XdpMode::Generic => "generic",
-                    XdpMode::Offload => "offload",
-                };
-                let at = format!("{} xdp ({mode_name})", names::os(&nif.name));
+                let at = format!("{} xdp ({mode})", names::os(&nif.name));
                 let ifindex = nif.ifindex;
                 match self.link_for(prog_id, |t| *t == LinkTarget::Xdp { ifindex }) {
                     Some(link_id) => {
@@ -297,7 +489,7 @@ impl Builder<'_> {
                             mode,
                             prog_id,
                         },
-                        kind: "xdp attachment",
+                        kind: StepKind::XdpAttachment,
                         id: Some(prog_id),
                         name: self.prog_name(prog_id),
                         location: at,
@@ -307,6 +499,44 @@ impl Builder<'_> {
                 }
             }
         }
+    }
+
+    /// What unlinking a Calico pin takes, by what it holds; None for a pin that is no BPF
+    /// object (ownership names none). A pinned link is detached first: unlinking its last pin
+    /// does not always detach it at once.
+    fn pinned(
+        &mut self,
+        object: &PinnedObject,
+        path: &Path,
+        reason: &'static str,
+    ) -> Option<Pinned> {
+        Some(match object {
+            PinnedObject::Prog(p) => Pinned {
+                kind: StepKind::ProgramPin,
+                name: self.prog_name(p.id),
+                objects: vec![ObjId::Prog(p.id)],
+            },
+            PinnedObject::Map(m) => Pinned {
+                kind: StepKind::MapPin,
+                name: m.name.clone(),
+                objects: vec![ObjId::Map(m.id)],
+            },
+            PinnedObject::Link(l) => {
+                self.detach_link(
+                    l.id,
+                    l.prog_id,
+                    &l.target,
+                    format!("pinned at {}", names::path(path)),
+                    reason,
+                );
+                Pinned {
+                    kind: StepKind::LinkPin,
+                    name: self.prog_name(l.prog_id),
+                    objects: vec![ObjId::Link(l.id), ObjId::Prog(l.prog_id)],
+                }
+            }
+            PinnedObject::Unknown(_) => return None,
+        })
     }
 
     fn pins(&mut self) -> BTreeSet<PathBuf> {
@@ -335,40 +565,11 @@ impl Builder<'_> {
             let Some(reason) = ownership::pin(pin.place, facts, in_marked) else {
                 continue;
             };
-            let (kind, id, name, expect, objects) = match &pin.object {
-                PinnedObject::Prog(p) => (
-                    "program pin",
-                    Some(p.id),
-                    self.prog_name(p.id),
-                    ObjId::Prog(p.id),
-                    vec![ObjId::Prog(p.id)],
-                ),
-                PinnedObject::Map(m) => (
-                    "map pin",
-                    Some(m.id),
-                    m.name.clone(),
-                    ObjId::Map(m.id),
-                    vec![ObjId::Map(m.id)],
-                ),
-                PinnedObject::Link(l) => {
-                    // Unlinking the last pin does not always detach at once: detach first.
-                    self.detach_link(
-                        l.id,
-                        l.prog_id,
-                        &l.target,
-                        format!("pinned at {}", names::path(&path)),
-                        reason,
-                    );
-                    (
-                        "link pin",
-                        Some(l.id),
-                        self.prog_name(l.prog_id),
-                        ObjId::Link(l.id),
-                        vec![ObjId::Link(l.id), ObjId::Prog(l.prog_id)],
-                    )
-                }
-                // Ownership names no pin it could not open as a BPF object.
-                PinnedObject::Unknown(_) => continue,
+            let Some(expect) = pinned_id(&pin.object) else {
+                continue;
+            };
+            let Some(p) = self.pinned(&pin.object, &path, reason) else {
+                continue;
             };
             unpinned.insert(path.clone());
             self.steps.push(Step {
@@ -376,12 +577,12 @@ impl Builder<'_> {
                     at: pin.at.clone(),
                     expect,
                 },
-                kind,
-                id,
-                name,
+                kind: p.kind,
+                id: Some(expect.id()),
+                name: p.name,
                 location: names::path(&path),
                 reason,
-                objects,
+                objects: p.objects,
             });
         }
         unpinned
@@ -401,7 +602,7 @@ impl Builder<'_> {
             if going == d.entries {
                 self.steps.push(Step {
                     action: Action::RemoveDir { at: d.at.clone() },
-                    kind: "directory",
+                    kind: StepKind::Directory,
                     id: None,
                     name: names::path(&d.at.rel),
                     location: names::path(&path),
@@ -420,7 +621,7 @@ impl Builder<'_> {
                     action: Action::DeleteDevice {
                         name: nif.name.clone(),
                     },
-                    kind: "device",
+                    kind: StepKind::Device,
                     id: Some(nif.ifindex),
                     name: names::os(&nif.name),
                     location: "this network namespace".into(),
@@ -429,6 +630,16 @@ impl Builder<'_> {
                 });
             }
         }
+    }
+}
+
+/// The object a pin holds; None for a pin that is no BPF object.
+pub fn pinned_id(object: &PinnedObject) -> Option<ObjId> {
+    match object {
+        PinnedObject::Prog(p) => Some(ObjId::Prog(p.id)),
+        PinnedObject::Map(m) => Some(ObjId::Map(m.id)),
+        PinnedObject::Link(l) => Some(ObjId::Link(l.id)),
+        PinnedObject::Unknown(_) => None,
     }
 }
 
@@ -446,7 +657,9 @@ pub fn build(inv: &Inventory, names: &BTreeMap<u32, String>) -> Vec<Step> {
         detached_links: BTreeSet::new(),
     };
     b.cgroups();
-    b.network();
+    b.filters();
+    b.hooks();
+    b.xdp();
     let unpinned = b.pins();
     b.dirs(&unpinned);
     b.devices();
@@ -894,6 +1107,31 @@ mod tests {
                 t("detach-xdp Generic", "cali\\xff1 xdp (generic)"),
             ]
         );
+    }
+
+    /// The words a kind is shown in are the words the failpoint and JSON take.
+    #[test]
+    fn step_kinds_round_trip() {
+        for k in StepKind::ALL {
+            assert_eq!(k.to_string().parse::<StepKind>(), Ok(k));
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::Value::String(k.to_string())
+            );
+        }
+        assert!("tc-filter".parse::<StepKind>().is_err());
+    }
+
+    /// A re-scan finds the same object by key, whatever its location text says.
+    #[test]
+    fn keys_name_the_object_in_its_place() {
+        let mut i = inv(&[(1, SA, "calico_connect_"), (2, SA, "calico_sendmsg_")]);
+        i.cgroups = vec![cg(1, MULTI), cg(2, MULTI)];
+        let steps = build(&i, &BTreeMap::new());
+        assert_eq!(steps[0].location, steps[1].location);
+        assert_ne!(steps[0].key(), steps[1].key());
+        let names = BTreeMap::from([(1, "calico_connect_v4".to_string())]);
+        assert_eq!(build(&i, &names)[0].key(), steps[0].key());
     }
 
     #[test]

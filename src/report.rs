@@ -1,7 +1,7 @@
 //! What the guard tells people and machines: a table, one JSON document, log lines, and the
 //! unit's status line. The same `Report` and rows feed all of them, written as they come.
 
-use std::io::{BufWriter, StdoutLock, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -12,11 +12,11 @@ use crate::interlock::Holder;
 use crate::kernel::bpf::Features;
 use crate::logging::{self, one_line, Level};
 use crate::mode::Mode;
-use crate::plan::Step;
+use crate::plan::{Step, StepKind};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub kind: &'static str,
+    pub kind: StepKind,
     pub id: Option<u32>,
     pub name: String,
     #[serde(rename = "where")]
@@ -82,7 +82,7 @@ pub enum Format {
 pub struct Writer<'a> {
     report: &'a Report,
     format: Format,
-    out: BufWriter<StdoutLock<'static>>,
+    out: BufWriter<Box<dyn Write + 'a>>,
     /// Column widths of KIND, ID, NAME and WHERE, from the plan.
     widths: [usize; 4],
     rows: usize,
@@ -97,9 +97,25 @@ fn id_text(id: Option<u32>) -> String {
 }
 
 impl Report {
-    /// Write the header. `planned` sizes the table's columns; `log_rows` logs every object
-    /// acted on, as it is.
+    /// Write the header on stdout. `planned` sizes the table's columns; `log_rows` logs every
+    /// object acted on, as it is.
     pub fn start(&self, format: Format, log_rows: bool, planned: &[Step]) -> Writer<'_> {
+        self.start_to(
+            Box::new(std::io::stdout().lock()),
+            format,
+            log_rows,
+            planned,
+        )
+    }
+
+    /// As `start`, to any writer (the golden tests render into memory).
+    pub fn start_to<'a>(
+        &'a self,
+        out: Box<dyn Write + 'a>,
+        format: Format,
+        log_rows: bool,
+        planned: &[Step],
+    ) -> Writer<'a> {
         let mut widths = [0; 4];
         for (w, h) in widths.iter_mut().zip(HEADERS) {
             *w = h.len();
@@ -107,7 +123,7 @@ impl Report {
         if format == Format::Table {
             for st in planned {
                 let cells = [
-                    st.kind.chars().count(),
+                    st.kind.as_str().chars().count(),
                     id_text(st.id).len(),
                     one_line(&st.name).chars().count(),
                     one_line(&st.location).chars().count(),
@@ -120,7 +136,7 @@ impl Report {
         let mut w = Writer {
             report: self,
             format,
-            out: BufWriter::new(std::io::stdout().lock()),
+            out: BufWriter::new(out),
             widths,
             rows: 0,
             log_rows,
@@ -163,7 +179,7 @@ impl Writer<'_> {
                     Some(m) => {
                         let mut s = format!(
                             "{} (eBPF {})",
-                            m.dataplane.name(),
+                            m.dataplane,
                             if m.dataplane.ebpf_on() { "on" } else { "off" }
                         );
                         if let Some(src) = &m.source {
@@ -247,7 +263,7 @@ impl Writer<'_> {
             Format::Table => {
                 let id = id_text(row.id);
                 let result = result_text(&row.outcome);
-                self.line([row.kind, &id, &row.name, &row.location, &result])?;
+                self.line([row.kind.as_str(), &id, &row.name, &row.location, &result])?;
                 writeln!(self.out, "    why: {}", row.why)
             }
         }

@@ -2,13 +2,14 @@
 //! config + mode → decide → inventory → ownership → plan → apply → report.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::apply::{self, Outcome};
 use crate::config::Settings;
-use crate::decide::{decide, ebpf, Decision, Ebpf};
+use crate::decide::{check_verdict, decide, ebpf, Decision, Ebpf, Verdict};
 use crate::expedite;
 use crate::interlock;
 use crate::inventory::{self, Inventory, Roots};
@@ -16,7 +17,7 @@ use crate::kernel::fs::{lock_exclusive, stdout_is_journal, Lock};
 use crate::logging::{self, Level};
 use crate::mode::{self, Dataplane, Mode};
 use crate::notes;
-use crate::plan::{self, Step};
+use crate::plan::{self, Step, StepKey, StepKind};
 use crate::report::{Format, Report, Row};
 
 pub const EXIT_OK: u8 = 0;
@@ -209,11 +210,11 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     };
     crate::failpoint::after_plan();
     let mut out = report.start(format(&report, opts.json), true, &steps);
-    // Where objects were kept or failed: the re-scan finds those again, and they are reported.
-    let mut left: BTreeSet<String> = BTreeSet::new();
+    // The objects kept or failed: the re-scan finds those again, and they are reported.
+    let mut left: BTreeSet<StepKey> = BTreeSet::new();
     apply_plan(s, &steps, &mut |st, o| {
         if matches!(o, Outcome::Failed(_) | Outcome::Kept(_)) {
-            left.insert(st.location.clone());
+            left.insert(st.key());
         }
         out.row(&Row::new(st, Some(o)));
     });
@@ -231,7 +232,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             Err(e) => {
                 // Every outcome is already logged; the missing proof is a row of its own.
                 out.row(&Row {
-                    kind: "re-scan",
+                    kind: StepKind::ReScan,
                     id: None,
                     name: String::new(),
                     location: "every configured root".into(),
@@ -246,7 +247,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             }
         };
         for st in plan::build(&after, &names) {
-            if !left.contains(&st.location) {
+            if !left.contains(&st.key()) {
                 out.row(&Row::new(
                     &st,
                     Some(Outcome::Failed("still present after the sweep".into())),
@@ -320,30 +321,32 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
             }
         }
     }
-    let (decision, code) = match (steps.is_empty(), report.ebpf) {
-        // Found nothing, but did not see everything: never "clean".
-        (true, _) if blind > 0 => (
-            format!(
-                "cannot tell: {blind} place(s) could not be inspected (see warnings), nothing stale elsewhere"
-            ),
-            EXIT_CANNOT_TELL,
-        ),
-        (true, _) => ("clean: no stale Calico eBPF objects".to_string(), EXIT_OK),
-        (false, Ebpf::Off) if !report.holders.is_empty() => (
-            "stale: a live eBPF dataplane runs although the mode file says eBPF is off".into(),
-            EXIT_FAILED,
-        ),
-        (false, Ebpf::Off) => (
-            "stale: Calico eBPF objects present while eBPF is off".into(),
-            EXIT_FAILED,
-        ),
-        (false, _) => (
-            "cannot tell: Calico eBPF objects present, but there is no mode file".into(),
-            EXIT_CANNOT_TELL,
-        ),
+    let (verdict, decision) = check_verdict(
+        !steps.is_empty(),
+        blind,
+        report.ebpf,
+        !report.holders.is_empty(),
+    );
+    let code = match verdict {
+        Verdict::Clean => EXIT_OK,
+        Verdict::Stale => EXIT_FAILED,
+        Verdict::CannotTell => EXIT_CANNOT_TELL,
     };
     emit_planned(&report, json, &steps, &decision);
     Ok(code)
+}
+
+/// `debug-inventory`: the scan and the BTF names the plan would show, as JSON, changing nothing.
+pub fn debug_inventory(s: &Settings) -> Result<u8> {
+    let (inventory, _, btf_names) = scan_and_plan(s)?;
+    let input = plan::Input {
+        inventory,
+        btf_names,
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &input)?;
+    writeln!(out)?;
+    Ok(EXIT_OK)
 }
 
 pub fn mode_show(s: &Settings) -> Result<u8> {
@@ -368,10 +371,6 @@ pub fn mode_set(s: &Settings, dataplane: Dataplane, source: Option<String>) -> R
         updated: Some(mode::now_rfc3339()),
     };
     mode::write(&s.mode_file, &m).with_context(|| format!("writing {}", s.mode_file.display()))?;
-    println!(
-        "{}: dataplane = {}",
-        s.mode_file.display(),
-        dataplane.name()
-    );
+    println!("{}: dataplane = {}", s.mode_file.display(), dataplane);
     Ok(EXIT_OK)
 }

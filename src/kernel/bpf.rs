@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libbpf_sys as sys;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::check;
 
@@ -55,21 +55,21 @@ pub enum ObjKind {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgInfo {
     pub id: u32,
     pub prog_type: u32,
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapInfo {
     pub id: u32,
     pub name: String,
 }
 
 /// Where a link is attached, for the link types the guard cares about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkTarget {
     Cgroup { cgroup_id: u64, attach_type: u32 },
     Tcx { ifindex: u32, attach_type: u32 },
@@ -78,7 +78,7 @@ pub enum LinkTarget {
     Other { link_type: u32 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkInfo {
     pub id: u32,
     pub prog_id: u32,
@@ -305,7 +305,7 @@ pub fn fd_kind(fd: BorrowedFd<'_>) -> io::Result<ObjKind> {
 /// in 6.0, its link ids and tcx in 6.6, netkit in 6.7), so asking for everything would fail
 /// every query on 5.10 and 6.1. Each answer is probed, not read off the version: distribution
 /// kernels (RHEL's) carry backports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Features {
     /// `BPF_PROG_QUERY` fills in each program's attach flags.
     pub query_prog_flags: bool,

@@ -18,22 +18,46 @@ use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use serde::{Deserialize, Serialize};
 
 /// The clsact qdisc's two filter parents.
 pub const PARENT_INGRESS: u32 = 0xFFFF_FFF2;
 pub const PARENT_EGRESS: u32 = 0xFFFF_FFF3;
 
 /// XDP attach modes as the kernel reports them per program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     Driver,
     Generic,
     Offload,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl XdpMode {
+    /// The mode flag a detach must carry: a modeless detach silently does nothing on veth.
+    pub fn flags(self) -> u32 {
+        match self {
+            XdpMode::Driver => super::bpf::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => super::bpf::XDP_FLAGS_SKB_MODE,
+            XdpMode::Offload => super::bpf::XDP_FLAGS_HW_MODE,
+        }
+    }
+}
+
+impl std::fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            XdpMode::Driver => "driver",
+            XdpMode::Generic => "generic",
+            XdpMode::Offload => "offload",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetIf {
     pub ifindex: u32,
+    #[serde(with = "crate::names::shown")]
     pub name: OsString,
     pub kind: Option<String>,
     pub xdp: Vec<(XdpMode, u32)>,
@@ -47,7 +71,7 @@ pub struct Qdisc {
 
 /// One tc filter. `info` is the kernel's tcm_info (priority in the high 16 bits, protocol in
 /// network order in the low 16): a delete must send it back unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     pub ifindex: u32,
     pub parent: u32,

@@ -22,7 +22,9 @@ use super::fs::FsKind;
 
 /// What a name referred to when it was seen: the same device and inode must still be there
 /// when it is removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
