@@ -101,6 +101,7 @@ struct Fragment {
     expedite_grace_periods: Option<bool>,
     rcu_expedited_file: Option<PathBuf>,
     expedite_record_file: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +120,9 @@ pub struct Settings {
     /// What the guard changed in `rcu_expedited_file`, kept until it is put back, so that the
     /// next run can put it back after a crash or SIGKILL. Under /run: a reboot resets both.
     pub expedite_record_file: PathBuf,
+    /// Where a sweep writes its Prometheus metrics (node_exporter's textfile collector); None:
+    /// nowhere. `check` writes only where `--metrics` says, so the two never share a file.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -133,6 +137,7 @@ impl Default for Settings {
             expedite_grace_periods: true,
             rcu_expedited_file: DEFAULT_RCU_EXPEDITED_FILE.into(),
             expedite_record_file: DEFAULT_EXPEDITE_RECORD_FILE.into(),
+            metrics_file: None,
         }
     }
 }
@@ -175,6 +180,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, InvalidInput> {
     if let Some(p) = &frag.expedite_record_file {
         absolute("expedite_record_file", p)?;
     }
+    if let Some(p) = &frag.metrics_file {
+        absolute("metrics_file", p)?;
+        // node_exporter's textfile collector reads *.prom and silently skips anything else.
+        if p.extension().is_none_or(|e| e != "prom") {
+            return Err(InvalidInput::at_key(
+                path,
+                text,
+                "metrics_file",
+                format!(
+                    "`{}` does not end in .prom, which node_exporter's textfile collector needs",
+                    p.display()
+                ),
+            ));
+        }
+    }
     for p in frag.bpffs_roots.iter().flatten() {
         absolute("bpffs_roots", p)?;
     }
@@ -197,6 +217,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, InvalidInput> {
         expedite_record_file: frag
             .expedite_record_file
             .unwrap_or(defaults.expedite_record_file),
+        metrics_file: frag.metrics_file,
     })
 }
 
@@ -225,6 +246,7 @@ log = "syslog"
 expedite_grace_periods = false
 rcu_expedited_file = "/tmp/rcu"
 expedite_record_file = "/run/r"
+metrics_file = "/var/lib/node_exporter/textfile/g.prom"
 "#)
         .unwrap();
         assert_eq!(
@@ -239,6 +261,7 @@ expedite_record_file = "/run/r"
                 expedite_grace_periods: false,
                 rcu_expedited_file: "/tmp/rcu".into(),
                 expedite_record_file: "/run/r".into(),
+                metrics_file: Some("/var/lib/node_exporter/textfile/g.prom".into()),
             }
         );
     }
@@ -285,6 +308,18 @@ expedite_record_file = "/run/r"
             (
                 "expedite_record_file = \"run/r\"\n",
                 "line 1, key `expedite_record_file`: `run/r` is not an absolute path",
+            ),
+            (
+                "metrics_file = \"g.prom\"\n",
+                "line 1, key `metrics_file`: `g.prom` is not an absolute path",
+            ),
+            (
+                "\nmetrics_file = \"/var/lib/g.txt\"\n",
+                "line 2, key `metrics_file`: `/var/lib/g.txt` does not end in .prom",
+            ),
+            (
+                "metrics_file = true\n",
+                "line 1, key `metrics_file`: invalid type: boolean",
             ),
             ("mode_file = \n", "line 1"),
             ("[section]\nx = 1\n", "unknown field `section`"),

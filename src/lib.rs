@@ -14,6 +14,7 @@ pub mod interlock;
 pub mod inventory;
 pub mod kernel;
 pub mod logging;
+pub mod metrics;
 pub mod mode;
 pub mod names;
 pub mod notes;

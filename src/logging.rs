@@ -1,14 +1,18 @@
-//! Log lines. Under systemd, stderr goes to the journal, which keeps each line's severity when
-//! it carries an sd-daemon `<N>` prefix; without systemd, the syslog socket. Every removed
-//! object is one line, and no line carries a raw control character: names and paths are bytes
-//! anyone may choose, and a newline or terminal escape in one must not forge a line.
+//! Log lines. Under systemd, stderr is the journal's stream, which keeps each line's severity
+//! when it carries an sd-daemon `<N>` prefix; with `log = "syslog"` (inits without a journal),
+//! the syslog socket through the `syslog` crate; otherwise plain stderr. The guard's own lines
+//! and other crates' `log` records (the netlink crates' warnings) take the same way. Every
+//! removed object is one line, and no line carries a raw control character: names and paths
+//! are bytes anyone may choose, and a newline or terminal escape in one must not forge a line.
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use syslog::{Facility, Formatter3164, LoggerBackend};
 
 use crate::config::LogTarget;
+use crate::kernel::fs::is_journal_stream;
 use crate::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,34 +24,89 @@ pub enum Level {
     Debug = 7,
 }
 
+type Syslog = syslog::Logger<LoggerBackend, Formatter3164>;
+
 enum Sink {
-    Stderr { prefix: bool },
-    Syslog(UnixDatagram),
+    /// stderr is the journal's stream: `<N>` prefixes carry the level.
+    Journal,
+    Syslog(Mutex<Syslog>),
+    /// stderr read by a person or a script: errors and warnings say so in words.
+    Stderr,
 }
 
-static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Choose the sink. Until this is called (or when syslog cannot be reached) lines go to stderr.
-pub fn init(target: LogTarget) {
-    let prefix = std::env::var_os("JOURNAL_STREAM").is_some();
-    let sink = match target {
-        LogTarget::Stderr => Sink::Stderr { prefix },
-        LogTarget::Syslog => {
-            match UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s)) {
-                Ok(s) => Sink::Syslog(s),
-                Err(e) => {
-                    log(
-                        Level::Warning,
-                        &format!("syslog socket /dev/log unavailable ({e}); logging to stderr"),
-                    );
-                    Sink::Stderr { prefix }
-                }
-            }
-        }
-    };
-    if let Ok(mut g) = SINK.lock() {
-        *g = Some(sink);
+fn stderr_sink() -> Sink {
+    if is_journal_stream(std::io::stderr()) {
+        Sink::Journal
+    } else {
+        Sink::Stderr
     }
+}
+
+/// RFC 3164, daemon facility. The crate stamps each line in UTC; journald and rsyslog's
+/// imuxsock (by default) put their own time of receipt instead.
+fn syslog_formatter() -> Formatter3164 {
+    Formatter3164 {
+        facility: Facility::LOG_DAEMON,
+        hostname: None,
+        process: "calico-bpf-guard".into(),
+        pid: std::process::id(),
+    }
+}
+
+/// Choose the sink, once, and route other crates' `log` records to it. Until then (a config
+/// that could not be read) lines go to stderr, prefixed when that is the journal.
+pub fn init(target: LogTarget) {
+    let sink = match target {
+        LogTarget::Stderr => stderr_sink(),
+        // /dev/log first; a stream socket there works as well as a datagram one.
+        LogTarget::Syslog => match syslog::unix(syslog_formatter()) {
+            Ok(l) => Sink::Syslog(Mutex::new(l)),
+            Err(e) => {
+                log(
+                    Level::Warning,
+                    &format!("syslog socket unavailable ({e}); logging to stderr"),
+                );
+                stderr_sink()
+            }
+        },
+    };
+    let _ = SINK.set(sink);
+    // Debug and trace records are for those crates' developers (netlink-sys traces every
+    // message); their warnings (netlink-packet-route's "unknown attribute") are the guard's.
+    if log::set_logger(&Facade).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+/// The `log` facade's logger: other crates' records, written as the guard's own lines.
+struct Facade;
+
+impl log::Log for Facade {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let (level, msg) = from_record(record);
+            log(level, &msg);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// A record's level and line. The target (`netlink_packet_route::link::…`) says whose it is.
+fn from_record(record: &log::Record<'_>) -> (Level, String) {
+    let level = match record.level() {
+        log::Level::Error => Level::Err,
+        log::Level::Warn => Level::Warning,
+        log::Level::Info => Level::Info,
+        log::Level::Debug | log::Level::Trace => Level::Debug,
+    };
+    (level, format!("{}: {}", record.target(), record.args()))
 }
 
 /// Text as one line without control characters. Names and paths are already in their shown
@@ -70,33 +129,46 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One line at `level`. The guard's own lines come here directly, not through the `log`
+/// facade, which has no notice level: a removed object is a notice.
 pub fn log(level: Level, msg: &str) {
-    let msg = one_line(msg);
-    let guard = SINK.lock();
-    let sink = guard.as_ref().ok().and_then(|g| g.as_ref());
+    let early;
+    let sink = match SINK.get() {
+        Some(sink) => sink,
+        None => {
+            early = stderr_sink();
+            &early
+        }
+    };
+    write(sink, level, &one_line(msg));
+}
+
+fn write(sink: &Sink, level: Level, msg: &str) {
+    let stderr = &mut std::io::stderr();
     match sink {
-        Some(Sink::Syslog(s)) => {
-            // RFC 3164 without a timestamp: the daemon facility (3) and the level.
-            let line = format!(
-                "<{}>calico-bpf-guard[{}]: {msg}",
-                3 * 8 + level as u8,
-                std::process::id()
-            );
-            if s.send(line.as_bytes()).is_ok() {
-                return;
+        Sink::Syslog(s) => {
+            let sent = s.lock().map(|mut s| match level {
+                Level::Err => s.err(msg),
+                Level::Warning => s.warning(msg),
+                Level::Notice => s.notice(msg),
+                Level::Info => s.info(msg),
+                Level::Debug => s.debug(msg),
+            });
+            // The syslog daemon gone (restarted, stopped): the line still goes somewhere.
+            if !matches!(sent, Ok(Ok(()))) {
+                write(&Sink::Stderr, level, msg);
             }
-            eprintln!("{msg}");
         }
-        Some(Sink::Stderr { prefix: true }) => {
-            let _ = writeln!(std::io::stderr(), "<{}>{msg}", level as u8);
+        Sink::Journal => {
+            let _ = writeln!(stderr, "<{}>{msg}", level as u8);
         }
-        _ => {
+        Sink::Stderr => {
             let tag = match level {
                 Level::Err => "error: ",
                 Level::Warning => "warning: ",
                 _ => "",
             };
-            let _ = writeln!(std::io::stderr(), "{tag}{msg}");
+            let _ = writeln!(stderr, "{tag}{msg}");
         }
     }
 }
@@ -126,6 +198,63 @@ pub fn notify_status(status: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_crates_records_keep_their_level_and_say_whose() {
+        let cases = [
+            (log::Level::Error, Level::Err),
+            (log::Level::Warn, Level::Warning),
+            (log::Level::Info, Level::Info),
+            (log::Level::Debug, Level::Debug),
+            (log::Level::Trace, Level::Debug),
+        ];
+        for (theirs, ours) in cases {
+            let (level, line) = from_record(
+                &log::Record::builder()
+                    .level(theirs)
+                    .target("netlink_packet_route::link")
+                    .args(format_args!("Unknown MAC VLAN mode {}", 9))
+                    .build(),
+            );
+            assert_eq!(level, ours);
+            assert_eq!(line, "netlink_packet_route::link: Unknown MAC VLAN mode 9");
+        }
+    }
+
+    #[test]
+    fn syslog_lines_are_rfc3164_from_the_daemon_facility() {
+        let dir = std::env::temp_dir().join(format!("guard-syslog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("log");
+        let daemon = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let sink = Sink::Syslog(Mutex::new(
+            syslog::unix_custom(syslog_formatter(), &path).unwrap(),
+        ));
+        write(
+            &sink,
+            Level::Notice,
+            "removed: tc filter 7 cali_tc_preambl at cali1",
+        );
+        write(&sink, Level::Err, "x");
+        let mut buf = [0; 512];
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let n = daemon.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        // <facility 3 * 8 + severity>, a timestamp, then the tag, the pid and the message.
+        let tag = format!(" calico-bpf-guard[{}]: ", std::process::id());
+        let want = [
+            ("<29>", "removed: tc filter 7 cali_tc_preambl at cali1"),
+            ("<27>", "x"),
+        ];
+        for (line, (pri, msg)) in got.iter().zip(want) {
+            assert!(line.starts_with(pri), "{line}");
+            assert!(line.ends_with(&format!("{tag}{msg}")), "{line}");
+        }
+    }
 
     #[test]
     fn one_line_leaves_no_control_character() {

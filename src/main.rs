@@ -3,11 +3,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use calico_bpf_guard::config::{self, InvalidInput};
+use calico_bpf_guard::config;
 use calico_bpf_guard::kernel::bpf::route_libbpf_prints;
 use calico_bpf_guard::logging::{self, Level};
 use calico_bpf_guard::mode::Dataplane;
-use calico_bpf_guard::run::{self, SweepOpts, EXIT_CONFIG, EXIT_FAILED};
+use calico_bpf_guard::run::{self, SweepOpts, EXIT_CONFIG};
 
 /// Remove stale Calico eBPF dataplane objects from a node that runs the iptables or nftables
 /// dataplane, and nothing else.
@@ -33,7 +33,8 @@ enum Command {
     ///
     /// Exit 0: done or nothing to do; 1: something Calico-owned could not be removed, or the
     /// sweep was refused because a running process holds Calico eBPF objects; 78: invalid
-    /// config or mode file (nothing touched).
+    /// config or mode file (nothing touched). With `metrics_file` in the config, a sweep (not a
+    /// dry run) writes its Prometheus metrics there.
     Sweep {
         /// Print the plan (every object, where it is, why it is Calico's) and change nothing
         #[arg(long)]
@@ -51,6 +52,10 @@ enum Command {
         /// Print one JSON report on stdout instead of the table
         #[arg(long)]
         json: bool,
+        /// Also write Prometheus metrics to PATH (atomically), for node_exporter's textfile
+        /// collector (its --collector.textfile.directory; the name must end in .prom)
+        #[arg(long, value_name = "PATH")]
+        metrics: Option<PathBuf>,
     },
     /// Read or write the cached node mode file
     Mode {
@@ -83,18 +88,18 @@ fn main() -> ExitCode {
     let _failpoints = calico_bpf_guard::failpoint::setup();
     let cli = Cli::parse();
     route_libbpf_prints(logging::libbpf);
-    let code = match run(cli) {
-        Ok(code) => code,
-        Err(e) if e.downcast_ref::<InvalidInput>().is_some() => {
+    let result = run(cli);
+    let code = run::exit_code(&result);
+    match result {
+        Err(e) if code == EXIT_CONFIG => {
             logging::log(Level::Err, &format!("{e:#} (nothing was touched)"));
-            EXIT_CONFIG
         }
         Err(e) => {
             logging::log(Level::Err, &format!("{e:#}"));
             logging::notify_status(&format!("failed: {e:#}"));
-            EXIT_FAILED
         }
-    };
+        Ok(_) => {}
+    }
     ExitCode::from(code)
 }
 
@@ -118,7 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 json,
             },
         ),
-        Command::Check { json } => run::check(&settings, json),
+        Command::Check { json, metrics } => run::check(&settings, json, metrics.as_deref()),
         Command::Mode {
             action: ModeCommand::Show,
         } => run::mode_show(&settings),

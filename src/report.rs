@@ -11,6 +11,7 @@ use crate::decide::Ebpf;
 use crate::interlock::Holder;
 use crate::kernel::bpf::Features;
 use crate::logging::{self, one_line, Level};
+use crate::metrics::Families;
 use crate::mode::Mode;
 use crate::plan::{Step, StepKind};
 
@@ -47,6 +48,9 @@ pub struct Summary {
     pub already_gone: usize,
     pub kept: usize,
     pub failed: usize,
+    /// The same rows by family, for the metrics file.
+    #[serde(skip)]
+    pub families: Families,
 }
 
 /// What is known before the first row: the header of every form of the report.
@@ -218,6 +222,8 @@ impl Writer<'_> {
     /// One object: logged (when it was acted on), written, counted.
     pub fn row(&mut self, row: &Row) {
         let s = &mut self.summary;
+        s.families
+            .count(row.kind, &row.location, row.outcome.as_ref());
         let acted = match &row.outcome {
             None => {
                 s.planned += 1;

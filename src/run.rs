@@ -3,27 +3,38 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::apply::{self, Outcome};
-use crate::config::Settings;
+use crate::config::{InvalidInput, Settings};
 use crate::decide::{check_verdict, decide, ebpf, Decision, Ebpf, Verdict};
 use crate::expedite;
 use crate::interlock;
 use crate::inventory::{self, Inventory, Roots};
-use crate::kernel::fs::{lock_exclusive, stdout_is_journal, Lock};
+use crate::kernel::fs::{is_journal_stream, lock_exclusive, Lock};
 use crate::logging::{self, Level};
+use crate::metrics::Seen;
 use crate::mode::{self, Dataplane, Mode};
 use crate::notes;
 use crate::plan::{self, Step, StepKey, StepKind};
-use crate::report::{Format, Report, Row};
+use crate::report::{Format, Report, Row, Summary};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CANNOT_TELL: u8 = 2;
 pub const EXIT_CONFIG: u8 = 78;
+
+/// A command's exit code: what `main` returns, and what the metrics record.
+pub fn exit_code(result: &Result<u8>) -> u8 {
+    match result {
+        Ok(code) => *code,
+        Err(e) if e.downcast_ref::<InvalidInput>().is_some() => EXIT_CONFIG,
+        Err(_) => EXIT_FAILED,
+    }
+}
 
 /// How long a second guard waits for the first one before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -74,7 +85,7 @@ fn new_report(command: &'static str, s: &Settings, mode: Option<Mode>, dry_run: 
 fn format(report: &Report, json: bool) -> Format {
     if json {
         Format::Json
-    } else if report.command == "sweep" && !report.dry_run && stdout_is_journal() {
+    } else if report.command == "sweep" && !report.dry_run && is_journal_stream(std::io::stdout()) {
         // Under the unit, stdout is the journal, where the log lines already name every object:
         // the table would say it all twice.
         Format::Silent
@@ -84,12 +95,12 @@ fn format(report: &Report, json: bool) -> Format {
 }
 
 /// A report of what the plan would do (dry run, check, a refused sweep), or of no plan at all.
-fn emit_planned(report: &Report, json: bool, steps: &[Step], decision: &str) -> String {
+fn emit_planned(report: &Report, json: bool, steps: &[Step], decision: &str) -> (Summary, String) {
     let mut w = report.start(format(report, json), false, steps);
     for st in steps {
         w.row(&Row::new(st, None));
     }
-    w.finish(decision).1
+    w.finish(decision)
 }
 
 fn take_lock(s: &Settings) -> Result<Lock> {
@@ -123,7 +134,18 @@ fn apply_plan(s: &Settings, steps: &[Step], done: &mut dyn FnMut(&Step, Outcome)
     apply::apply(&steps[span.end..], done);
 }
 
+/// With `metrics_file` configured, a sweep (not a dry run, which changes nothing) ends by
+/// writing its metrics.
 pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
+    let mut seen = Seen::start("sweep");
+    let result = sweep_seen(s, opts, &mut seen);
+    if let (Some(path), false) = (&s.metrics_file, opts.dry_run) {
+        seen.write(path, exit_code(&result));
+    }
+    result
+}
+
+fn sweep_seen(s: &Settings, opts: SweepOpts, seen: &mut Seen) -> Result<u8> {
     // A guard killed mid-sweep may have left grace periods expedited: put that back first,
     // whatever this run then decides. Never in a dry run, which changes nothing.
     if !opts.dry_run && expedite::left_behind(s) {
@@ -133,10 +155,11 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     let mode = mode::read(&s.mode_file)?;
     let decision = decide(mode.as_ref(), s.on_missing_mode, opts.force);
     let mut report = new_report("sweep", s, mode, opts.dry_run);
+    seen.report(&report);
     if let (Decision::Skip(why), false) = (&decision, opts.dry_run) {
         let decision = format!("nothing to do: {why}");
         logging::log(Level::Info, &decision);
-        let line = emit_planned(&report, opts.json, &[], &decision);
+        let (_, line) = emit_planned(&report, opts.json, &[], &decision);
         logging::notify_status(&line);
         return Ok(EXIT_OK);
     }
@@ -169,7 +192,11 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             report.warnings.push(w);
         }
         report.holders = lock.holders;
-        report.notes = notes::notes(&notes::gather());
+        report.notes = notes::for_plan(&steps);
+        // Under the unit the report itself is silent: the log is where a note is read.
+        for n in &report.notes {
+            logging::log(Level::Notice, &format!("note: {n}"));
+        }
     }
 
     let refused = refusal.is_some() && !opts.force;
@@ -193,9 +220,13 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
             }
             logging::log(Level::Err, &decision);
         }
-        let line = emit_planned(&report, opts.json, &steps, &decision);
+        let (summary, line) = emit_planned(&report, opts.json, &steps, &decision);
         if !opts.dry_run {
             logging::notify_status(&line);
+        }
+        seen.scanned(blind == 0, &summary);
+        if refused {
+            seen.refused();
         }
         return Ok(if refused && !opts.dry_run {
             EXIT_FAILED
@@ -240,7 +271,8 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
                     outcome: Some(Outcome::Failed(format!("could not verify: {e:#}"))),
                 });
                 let decision = format!("swept ({why}), but re-scanning failed: {e:#}");
-                let (_, line) = out.finish(&decision);
+                let (summary, line) = out.finish(&decision);
+                seen.scanned(false, &summary);
                 logging::log(Level::Err, &line);
                 logging::notify_status(&line);
                 return Ok(EXIT_FAILED);
@@ -266,6 +298,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     let (summary, line) = out.finish(&decision);
     logging::log(Level::Notice, &line);
     logging::notify_status(&line);
+    seen.scanned(blind == 0, &summary);
     Ok(if summary.failed > 0 || blind > 0 {
         EXIT_FAILED
     } else {
@@ -273,9 +306,20 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     })
 }
 
-pub fn check(s: &Settings, json: bool) -> Result<u8> {
+/// `metrics`: where to write the check's metrics, if anywhere.
+pub fn check(s: &Settings, json: bool, metrics: Option<&Path>) -> Result<u8> {
+    let mut seen = Seen::start("check");
+    let result = check_seen(s, json, &mut seen);
+    if let Some(path) = metrics {
+        seen.write(path, exit_code(&result));
+    }
+    result
+}
+
+fn check_seen(s: &Settings, json: bool, seen: &mut Seen) -> Result<u8> {
     let mode = mode::read(&s.mode_file)?;
     let mut report = new_report("check", s, mode, false);
+    seen.report(&report);
     if expedite::left_behind(s) {
         report.warnings.push(format!(
             "{} records that a sweep which did not finish left {} changed; the next sweep puts it back",
@@ -296,6 +340,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
         Ok(r) => r,
         Err(e) => {
             emit_planned(&report, json, &[], &format!("cannot tell: {e:#}"));
+            seen.scan_failed();
             return Ok(EXIT_CANNOT_TELL);
         }
     };
@@ -305,7 +350,7 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
     report.warnings.append(&mut inv.incomplete);
     drop(inv);
     if !steps.is_empty() {
-        report.notes = notes::notes(&notes::gather());
+        report.notes = notes::for_plan(&steps);
         match interlock::scan_settled(&steps) {
             Ok(lock) => {
                 report.warnings.extend(
@@ -316,7 +361,9 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
                 report.holders = lock.holders;
             }
             Err(e) => {
-                emit_planned(&report, json, &steps, &format!("cannot tell: {e:#}"));
+                let (summary, _) =
+                    emit_planned(&report, json, &steps, &format!("cannot tell: {e:#}"));
+                seen.scanned(blind == 0, &summary);
                 return Ok(EXIT_CANNOT_TELL);
             }
         }
@@ -332,7 +379,8 @@ pub fn check(s: &Settings, json: bool) -> Result<u8> {
         Verdict::Stale => EXIT_FAILED,
         Verdict::CannotTell => EXIT_CANNOT_TELL,
     };
-    emit_planned(&report, json, &steps, &decision);
+    let (summary, _) = emit_planned(&report, json, &steps, &decision);
+    seen.scanned(blind == 0, &summary);
     Ok(code)
 }
 

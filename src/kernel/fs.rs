@@ -290,7 +290,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-
 /// One bpf fd some process holds, from /proc/<pid>/fdinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldBpfFd {
@@ -310,12 +309,14 @@ pub struct ProcScan {
     pub unreadable: Vec<(u32, String, String)>,
 }
 
-/// Whether stdout is the journal's stream: systemd sets JOURNAL_STREAM to its "device:inode".
-pub fn stdout_is_journal() -> bool {
+/// Whether `fd` (stdout, stderr) is the journal's stream: systemd sets JOURNAL_STREAM to its
+/// "device:inode". The variable alone proves nothing: it is inherited by whatever a unit
+/// starts, also with its output redirected elsewhere (a pipe, a file, a terminal).
+pub fn is_journal_stream(fd: impl std::os::fd::AsFd) -> bool {
     let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
-    let Ok(st) = nix::sys::stat::fstat(std::io::stdout()) else {
+    let Ok(st) = nix::sys::stat::fstat(fd) else {
         return false;
     };
     want.to_string_lossy() == format!("{}:{}", st.st_dev, st.st_ino)

@@ -1,0 +1,500 @@
+//! Prometheus metrics for node_exporter's textfile collector: what the last `check` or `sweep`
+//! saw and did. Produced from the report once a run ends — its header (the mode) and its
+//! summary, which the report's writer counts by family as rows stream — and written
+//! atomically, since node_exporter reads the directory at every scrape and must never see
+//! half a file.
+//!
+//! Every series carries `command`, so a sweep's file and a check's file can sit in the same
+//! textfile directory without colliding.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::apply::Outcome;
+use crate::decide::Ebpf;
+use crate::kernel::fs::write_atomic;
+use crate::logging::{self, Level};
+use crate::mode::Dataplane;
+use crate::plan::StepKind;
+use crate::report::{Report, Summary};
+use crate::run::{EXIT_CANNOT_TELL, EXIT_CONFIG, EXIT_OK};
+
+/// The kinds of object an operator asks about, as the `family` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Cgroup,
+    Tc,
+    Tcx,
+    Netkit,
+    Xdp,
+    /// A link whose hook the guard did not see (found by its pin alone).
+    Link,
+    /// Program and link pins.
+    Pin,
+    Map,
+    Directory,
+    Device,
+}
+
+impl Family {
+    pub const ALL: [Family; 10] = [
+        Family::Cgroup,
+        Family::Tc,
+        Family::Tcx,
+        Family::Netkit,
+        Family::Xdp,
+        Family::Link,
+        Family::Pin,
+        Family::Map,
+        Family::Directory,
+        Family::Device,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Cgroup => "cgroup",
+            Family::Tc => "tc",
+            Family::Tcx => "tcx",
+            Family::Netkit => "netkit",
+            Family::Xdp => "xdp",
+            Family::Link => "link",
+            Family::Pin => "pin",
+            Family::Map => "map",
+            Family::Directory => "directory",
+            Family::Device => "device",
+        }
+    }
+
+    /// The family of a report row, from its kind and, for links and hook attachments (whose
+    /// kind does not say which hook), its location as the plan writes it: `cgroup PATH HOOK
+    /// …` or `IFNAME tcx|netkit|xdp …`. An interface name holds no space (the kernel refuses
+    /// one), so the second word is the hook's. None: a row that is no object (the re-scan's).
+    pub fn of(kind: StepKind, location: &str) -> Option<Family> {
+        use StepKind::*;
+        let mut words = location.split(' ');
+        let hook = (words.next(), words.next());
+        Some(match (kind, hook) {
+            (CgroupAttachment, _) => Family::Cgroup,
+            (TcFilter, _) => Family::Tc,
+            (XdpAttachment, _) => Family::Xdp,
+            (ProgramPin | LinkPin, _) => Family::Pin,
+            (MapPin, _) => Family::Map,
+            (Directory, _) => Family::Directory,
+            (Device, _) => Family::Device,
+            (Link, (Some("cgroup"), _)) => Family::Cgroup,
+            (Link | TcxAttachment, (_, Some("netkit"))) => Family::Netkit,
+            (Link | TcxAttachment, (_, Some("tcx"))) => Family::Tcx,
+            (Link, (_, Some("xdp"))) => Family::Xdp,
+            (Link | TcxAttachment, _) => Family::Link,
+            (ReScan, _) => return None,
+        })
+    }
+
+    /// Objects of the network namespace the guard runs in, rather than of the host (cgroups,
+    /// bpffs).
+    pub fn in_netns(self) -> bool {
+        matches!(
+            self,
+            Family::Tc | Family::Tcx | Family::Netkit | Family::Xdp | Family::Device
+        )
+    }
+
+    /// Its place in `ALL` (declaration order).
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Rows counted by family, as the report streams them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Families {
+    /// Still there: planned but not acted on (check, a refused sweep), or failed to go.
+    stale: [usize; Family::ALL.len()],
+    removed: [usize; Family::ALL.len()],
+}
+
+impl Families {
+    pub fn count(&mut self, kind: StepKind, location: &str, outcome: Option<&Outcome>) {
+        let Some(f) = Family::of(kind, location) else {
+            return;
+        };
+        match outcome {
+            None | Some(Outcome::Failed(_)) => self.stale[f.index()] += 1,
+            Some(Outcome::Removed) => self.removed[f.index()] += 1,
+            // Gone before the guard came, or no longer Calico's: neither removed nor stale.
+            Some(Outcome::AlreadyGone | Outcome::Kept(_)) => {}
+        }
+    }
+}
+
+/// What a run saw, filled in as it goes; rendered once at its end.
+#[derive(Debug)]
+pub struct Seen {
+    command: &'static str,
+    started: SystemTime,
+    clock: Instant,
+    /// The mode file's dataplane (None: no mode file) and what it means; None when the mode
+    /// file could not be read.
+    mode: Option<(Option<Dataplane>, Ebpf)>,
+    /// Whether the scan saw everything it was configured to look at; None: no scan.
+    complete: Option<bool>,
+    /// The report's rows by family; None when no report of objects was made.
+    families: Option<Families>,
+    refused: bool,
+}
+
+impl Seen {
+    pub fn start(command: &'static str) -> Seen {
+        Seen {
+            command,
+            started: SystemTime::now(),
+            clock: Instant::now(),
+            mode: None,
+            complete: None,
+            families: None,
+            refused: false,
+        }
+    }
+
+    pub fn report(&mut self, r: &Report) {
+        self.mode = Some((r.mode.as_ref().map(|m| m.dataplane), r.ebpf));
+    }
+
+    /// A scan that failed as a whole: nothing is known about the objects.
+    pub fn scan_failed(&mut self) {
+        self.complete = Some(false);
+    }
+
+    /// The report's summary after a scan; `complete`: nothing was left uninspected.
+    pub fn scanned(&mut self, complete: bool, summary: &Summary) {
+        self.complete = Some(complete);
+        self.families = Some(summary.families.clone());
+    }
+
+    /// The sweep found a live eBPF dataplane and did nothing.
+    pub fn refused(&mut self) {
+        self.refused = true;
+    }
+
+    /// Write the file; a failure is logged and costs no exit code: metrics must never be the
+    /// reason a sweep, and so kubelet, fails.
+    pub fn write(self, path: &Path, exit_code: u8) {
+        let text = render(&self, self.clock.elapsed(), exit_code);
+        if let Err(e) = write_file(path, &text) {
+            logging::log(
+                Level::Warning,
+                &format!("cannot write metrics to {}: {e}", crate::names::path(path)),
+            );
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> io::Result<()> {
+    // write_atomic would create a missing directory, under the unit's umask 0077, where
+    // node_exporter could not read: a missing textfile directory is a setup error to report.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "its directory does not exist",
+        ));
+    }
+    // 0644: node_exporter runs as its own user.
+    write_atomic(path, text.as_bytes(), 0o644)
+}
+
+/// What the run came to, as the `result` label.
+fn result(seen: &Seen, exit_code: u8) -> &'static str {
+    let removed = seen
+        .families
+        .as_ref()
+        .is_some_and(|f| f.removed.iter().sum::<usize>() > 0);
+    match (seen.command, exit_code) {
+        (_, EXIT_CONFIG) => "invalid_input",
+        ("check", EXIT_OK) => "ok",
+        ("check", EXIT_CANNOT_TELL) => "cannot_tell",
+        ("check", _) => "stale",
+        (_, _) if seen.refused => "refused",
+        (_, EXIT_OK) if seen.complete.is_none() => "skipped",
+        (_, EXIT_OK) if removed => "swept",
+        (_, EXIT_OK) => "clean",
+        _ => "failed",
+    }
+}
+
+const PREFIX: &str = "calico_bpf_guard_";
+
+/// One gauge: its HELP and TYPE lines, then one sample per (labels, value).
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, String)]) {
+    if samples.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {PREFIX}{name} {help}");
+    let _ = writeln!(out, "# TYPE {PREFIX}{name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{PREFIX}{name}{{{labels}}} {value}");
+    }
+}
+
+/// The file's text (Prometheus text format 0.0.4). Label values come from fixed sets of
+/// names, so none needs escaping.
+pub fn render(seen: &Seen, duration: Duration, exit_code: u8) -> String {
+    let cmd = format!("command=\"{}\"", seen.command);
+    let one = |labels: String, value: String| vec![(labels, value)];
+    let by_family = |counts: &[usize; Family::ALL.len()]| -> Vec<(String, String)> {
+        Family::ALL
+            .iter()
+            .map(|f| {
+                (
+                    format!("{cmd},family=\"{}\"", f.name()),
+                    counts[f.index()].to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut out = String::new();
+    let started = seen
+        .started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    gauge(
+        &mut out,
+        "last_run_timestamp_seconds",
+        "When the last run of the command started, in seconds since the Unix epoch.",
+        &one(cmd.clone(), format!("{started:.3}")),
+    );
+    gauge(
+        &mut out,
+        "last_run_duration_seconds",
+        "How long the last run of the command took.",
+        &one(cmd.clone(), format!("{:.6}", duration.as_secs_f64())),
+    );
+    gauge(
+        &mut out,
+        "last_run_exit_code",
+        "The last run's exit code (sweep: 0 done, 1 failed or refused; check: 0 ok, 1 stale, 2 cannot tell; 78 an invalid mode file).",
+        &one(cmd.clone(), exit_code.to_string()),
+    );
+    gauge(
+        &mut out,
+        "last_run_result",
+        "What the last run came to, as its result label (sweep: clean, swept, skipped, refused, failed; check: ok, stale, cannot_tell; both: invalid_input).",
+        &one(
+            format!("{cmd},result=\"{}\"", result(seen, exit_code)),
+            "1".into(),
+        ),
+    );
+    if let Some((dataplane, ebpf)) = seen.mode {
+        let ebpf = match ebpf {
+            Ebpf::On => "on",
+            Ebpf::Off => "off",
+            Ebpf::Unknown => "unknown",
+        };
+        let dataplane = dataplane.map_or_else(|| "none".to_string(), |d| d.to_string());
+        gauge(
+            &mut out,
+            "mode",
+            "The node's mode as the guard read it: the mode file's dataplane (none: no mode file) and whether that means eBPF is on, off or unknown.",
+            &one(
+                format!("{cmd},dataplane=\"{dataplane}\",ebpf=\"{ebpf}\""),
+                "1".into(),
+            ),
+        );
+    }
+    if let Some(complete) = seen.complete {
+        gauge(
+            &mut out,
+            "scan_complete",
+            "1 if the last run inspected every place it was configured to look at; 0 if some could not be read (its stale counts are then a lower bound) or the scan failed.",
+            &one(cmd.clone(), u8::from(complete).to_string()),
+        );
+    }
+    if let Some(f) = &seen.families {
+        gauge(
+            &mut out,
+            "stale_objects",
+            "Calico eBPF objects the last run found while eBPF was not on: for check, those present; for sweep, those still present after it.",
+            &by_family(&f.stale),
+        );
+        if seen.command == "sweep" {
+            gauge(
+                &mut out,
+                "removed_objects",
+                "Calico eBPF objects the last sweep removed.",
+                &by_family(&f.removed),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::StepKind::*;
+
+    #[test]
+    fn families_from_kind_and_location() {
+        use Family::{Cgroup, Map, Netkit, Pin, Tc, Tcx, Xdp};
+        let cases = [
+            (
+                CgroupAttachment,
+                "cgroup /x connect4 (exclusive)",
+                Some(Cgroup),
+            ),
+            (Link, "cgroup /x y connect4 (link 4)", Some(Cgroup)),
+            // A cgroup path may hold spaces and hook words: the first word decides.
+            (Link, "cgroup /a tcx b connect4 (link 4)", Some(Cgroup)),
+            (TcFilter, "cali1 ingress pref 1 handle 0x1", Some(Tc)),
+            (TcxAttachment, "cali1 tcx ingress", Some(Tcx)),
+            (Link, "cali1 tcx egress (link 9)", Some(Tcx)),
+            (TcxAttachment, "nk0 netkit primary", Some(Netkit)),
+            (Link, "nk0 netkit peer (link 9)", Some(Netkit)),
+            (XdpAttachment, "eth0 xdp (generic)", Some(Xdp)),
+            (Link, "eth0 xdp (driver) (link 3)", Some(Xdp)),
+            (Link, "pinned at /sys/fs/bpf/ctlb/x", Some(Family::Link)),
+            (ProgramPin, "/sys/fs/bpf/ctlb/calico_connect_v6", Some(Pin)),
+            (LinkPin, "/sys/fs/bpf/tcx/x", Some(Pin)),
+            (MapPin, "/sys/fs/bpf/tc/globals/cali_v4_ct3", Some(Map)),
+            (Directory, "/sys/fs/bpf/ctlb", Some(Family::Directory)),
+            (Device, "this network namespace", Some(Family::Device)),
+            (ReScan, "every configured root", None),
+        ];
+        for (kind, location, want) in cases {
+            assert_eq!(Family::of(kind, location), want, "{kind} at {location}");
+        }
+    }
+
+    fn seen(command: &'static str) -> Seen {
+        let mut s = Seen::start(command);
+        s.started = UNIX_EPOCH + Duration::from_millis(1_764_510_000_250);
+        s
+    }
+
+    #[test]
+    fn a_sweep_renders_every_family() {
+        let mut s = seen("sweep");
+        s.mode = Some((Some(Dataplane::Iptables), Ebpf::Off));
+        let mut summary = Summary::default();
+        let f = &mut summary.families;
+        f.count(TcFilter, "cali1 ingress", Some(&Outcome::Removed));
+        f.count(TcFilter, "cali1 egress", Some(&Outcome::Removed));
+        f.count(
+            Link,
+            "cali1 tcx ingress (link 2)",
+            Some(&Outcome::Failed("x".into())),
+        );
+        f.count(MapPin, "/b/tc/globals/m", Some(&Outcome::AlreadyGone));
+        f.count(
+            Device,
+            "here",
+            Some(&Outcome::Kept("no longer a veth".into())),
+        );
+        f.count(
+            ReScan,
+            "every configured root",
+            Some(&Outcome::Failed("x".into())),
+        );
+        s.scanned(true, &summary);
+        let text = render(&s, Duration::from_micros(1500), 1);
+        for want in [
+            "# HELP calico_bpf_guard_last_run_timestamp_seconds ",
+            "# TYPE calico_bpf_guard_last_run_timestamp_seconds gauge\n",
+            "calico_bpf_guard_last_run_timestamp_seconds{command=\"sweep\"} 1764510000.250\n",
+            "calico_bpf_guard_last_run_duration_seconds{command=\"sweep\"} 0.001500\n",
+            "calico_bpf_guard_last_run_exit_code{command=\"sweep\"} 1\n",
+            "calico_bpf_guard_last_run_result{command=\"sweep\",result=\"failed\"} 1\n",
+            "calico_bpf_guard_mode{command=\"sweep\",dataplane=\"iptables\",ebpf=\"off\"} 1\n",
+            "calico_bpf_guard_scan_complete{command=\"sweep\"} 1\n",
+            "calico_bpf_guard_stale_objects{command=\"sweep\",family=\"tcx\"} 1\n",
+            "calico_bpf_guard_stale_objects{command=\"sweep\",family=\"tc\"} 0\n",
+            "calico_bpf_guard_removed_objects{command=\"sweep\",family=\"tc\"} 2\n",
+            "calico_bpf_guard_removed_objects{command=\"sweep\",family=\"map\"} 0\n",
+            "calico_bpf_guard_removed_objects{command=\"sweep\",family=\"device\"} 0\n",
+        ] {
+            assert!(text.contains(want), "no {want:?} in\n{text}");
+        }
+        // Every family once per gauge, and a HELP and TYPE line per gauge.
+        let samples = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+        assert_eq!(
+            samples("calico_bpf_guard_stale_objects{"),
+            Family::ALL.len()
+        );
+        assert_eq!(
+            samples("calico_bpf_guard_removed_objects{"),
+            Family::ALL.len()
+        );
+        assert_eq!(samples("# HELP "), samples("# TYPE "));
+        assert_eq!(samples("# TYPE "), 8);
+    }
+
+    #[test]
+    fn what_was_not_seen_is_not_rendered() {
+        // A check on a node whose mode file says bpf: no scan, so no counts and no
+        // completeness, and a check never reports removals.
+        let mut s = seen("check");
+        s.mode = Some((Some(Dataplane::Bpf), Ebpf::On));
+        let text = render(&s, Duration::ZERO, 0);
+        assert!(text.contains("result=\"ok\"} 1\n"), "{text}");
+        assert!(
+            text.contains("dataplane=\"bpf\",ebpf=\"on\"} 1\n"),
+            "{text}"
+        );
+        for absent in ["scan_complete", "stale_objects", "removed_objects"] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        // An invalid mode file: no mode either.
+        let text = render(&seen("sweep"), Duration::ZERO, EXIT_CONFIG);
+        assert!(text.contains("result=\"invalid_input\"} 1\n"), "{text}");
+        assert!(!text.contains("_mode{"), "{text}");
+        // No mode file: dataplane none.
+        let mut s = seen("check");
+        s.mode = Some((None, Ebpf::Unknown));
+        s.scan_failed();
+        let text = render(&s, Duration::ZERO, 2);
+        assert!(
+            text.contains("dataplane=\"none\",ebpf=\"unknown\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scan_complete{command=\"check\"} 0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("stale_objects"), "{text}");
+    }
+
+    #[test]
+    fn results() {
+        let with = |command, refused, scanned: Option<bool>, removed: bool| {
+            let mut s = seen(command);
+            s.refused = refused;
+            if let Some(complete) = scanned {
+                let mut summary = Summary::default();
+                if removed {
+                    summary.families.count(Device, "", Some(&Outcome::Removed));
+                }
+                s.scanned(complete, &summary);
+            }
+            s
+        };
+        let cases = [
+            (with("sweep", false, None, false), 0, "skipped"),
+            (with("sweep", false, Some(true), false), 0, "clean"),
+            (with("sweep", false, Some(true), true), 0, "swept"),
+            (with("sweep", true, Some(true), false), 1, "refused"),
+            (with("sweep", false, Some(false), true), 1, "failed"),
+            (with("sweep", false, None, false), 1, "failed"),
+            (with("sweep", false, None, false), 78, "invalid_input"),
+            (with("check", false, Some(true), false), 0, "ok"),
+            (with("check", false, Some(true), false), 1, "stale"),
+            (with("check", false, Some(false), false), 2, "cannot_tell"),
+            (with("check", false, None, false), 78, "invalid_input"),
+        ];
+        for (s, code, want) in cases {
+            assert_eq!(result(&s, code), want, "{s:?} exit {code}");
+        }
+    }
+}
