@@ -53,7 +53,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also write Prometheus metrics to PATH (atomically), for node_exporter's textfile
-        /// collector (its --collector.textfile.directory; the name must end in .prom)
+        /// collector (in its --collector.textfile.directory; it reads only names ending in .prom)
         #[arg(long, value_name = "PATH")]
         metrics: Option<PathBuf>,
     },
