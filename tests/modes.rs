@@ -314,9 +314,10 @@ fn journal_gets_one_line_per_object_with_severity() {
         return;
     };
     sb.set_mode(Some("iptables")).unwrap();
-    let out_path = sb.dir.path.join("journal-stdout");
-    let stdout_file = std::fs::File::create(&out_path).unwrap();
-    let meta = stdout_file.metadata().unwrap();
+    // As under the unit: stdout and stderr are one stream, the one JOURNAL_STREAM names.
+    let journal_path = sb.dir.path.join("journal");
+    let journal = std::fs::File::create(&journal_path).unwrap();
+    let meta = journal.metadata().unwrap();
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net={}", sb.netns().path().display()))
         .arg("--")
@@ -325,24 +326,24 @@ fn journal_gets_one_line_per_object_with_severity() {
         .arg(&sb.config)
         .arg("sweep")
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .stdout(stdout_file)
-        .output()
+        .stdout(journal.try_clone().unwrap())
+        .stderr(journal)
+        .status()
         .unwrap();
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        std::fs::read_to_string(&out_path).unwrap(),
-        "",
-        "no table in the journal"
+    let journal = std::fs::read_to_string(&journal_path).unwrap();
+    assert_eq!(out.code(), Some(0), "{journal}");
+    // No table: every line is a log line with a severity.
+    assert!(
+        journal.lines().all(|l| l.starts_with('<')),
+        "every line has a severity: {journal}"
     );
-    let err = stderr(&out);
-    let removed: Vec<&str> = err
+    let removed: Vec<&str> = journal
         .lines()
         .filter(|l| l.starts_with("<5>removed: "))
         .collect();
-    assert_eq!(removed.len(), 23, "{err}");
-    assert!(err.lines().any(|l| l.starts_with("<5>swept (")), "{err}");
+    assert_eq!(removed.len(), 23, "{journal}");
     assert!(
-        err.lines().all(|l| l.starts_with('<')),
-        "every line has a severity: {err}"
+        journal.lines().any(|l| l.starts_with("<5>swept (")),
+        "{journal}"
     );
 }
