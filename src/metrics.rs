@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::apply::Outcome;
 use crate::decide::Ebpf;
-use crate::kernel::fs::write_atomic;
+use crate::kernel::fs::write_atomic_unsynced;
 use crate::logging::{self, Level};
 use crate::mode::Dataplane;
 use crate::plan::StepKind;
@@ -202,7 +202,7 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
         ));
     }
     // 0644: node_exporter runs as its own user.
-    write_atomic(path, text.as_bytes(), 0o644)
+    write_atomic_unsynced(path, text.as_bytes(), 0o644)
 }
 
 /// What the run came to, as the `result` label.
