@@ -1,9 +1,10 @@
-//! Property tests: random program, map and device names are Calico's only when the ownership
-//! rules in calico-objects.md say so, both in the rule functions and in the plan built from a
-//! random inventory; and the two file parsers never panic, whatever text they get.
-//!
-//! The oracle below restates the rules from calico-objects.md without calling the crate, so a
-//! change to the crate's rules that the document does not make fails here.
+//! Property tests of the ownership rules against an oracle that does not restate them: the
+//! names Calico's own sources give their objects (../shared/calico-objects.md, "Names seen in
+//! Calico's own objects", and the ≤3.21 connect-time names of its table), and names that must
+//! never be Calico's (systemd, Cilium, iptables-mode Calico). A rule that misses a Calico name,
+//! or reaches past Calico's names into another tool's or into a near miss, fails here; and the
+//! plan built from a random node of both removes exactly the Calico objects. The two file
+//! parsers never panic, whatever text they get.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use calico_bpf_guard::inventory::{CgroupAttachment, Inventory, Located, Pin, Pin
 use calico_bpf_guard::kernel::bpf::{self, MapInfo, ProgInfo};
 use calico_bpf_guard::kernel::netlink::{Filter, NetIf, XdpMode, PARENT_INGRESS};
 use calico_bpf_guard::kernel::tree::FileId;
-use calico_bpf_guard::ownership::{self, Place, ProgFacts, Scope};
+use calico_bpf_guard::ownership::{self, Place, ProgFacts};
 use calico_bpf_guard::plan::{self, Action};
 use calico_bpf_guard::{config, mode};
 use proptest::prelude::*;
@@ -21,30 +22,153 @@ use proptest::prelude::*;
 /// the crate's constants.
 const SCHED_CLS: u32 = 3;
 const XDP: u32 = 6;
+const CGROUP_SKB: u32 = 8;
+const SOCK_OPS: u32 = 13;
+const CGROUP_DEVICE: u32 = 15;
 const CGROUP_SOCK_ADDR: u32 = 18;
 
-mod oracle {
+/// Which rule should own a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ctlb,
+    Tc,
+    Xdp,
+}
+
+/// What Calico's sources name their objects, full (BTF) names or, where only those are known,
+/// the kernel's 15 characters.
+mod calico {
     use super::*;
 
-    pub fn ctlb(prog_type: u32, name: &str) -> bool {
-        prog_type == CGROUP_SOCK_ADDR && (name.starts_with("calico_") || name.starts_with("cali_"))
+    /// Programs attached where the guard looks: the connect-time load balancer (3.22+, and
+    /// ≤3.21), tc/tcx programs (3.27+ and 3.26), and the two XDP entry points. XDP programs held
+    /// only by program arrays (`calico_xdp_main`, …) are never attached, so not listed.
+    pub const PROGRAMS: &[(u32, &str, Family)] = &[
+        (CGROUP_SOCK_ADDR, "calico_connect_v4", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_connect_v6", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_connect_v46", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_sendmsg_v4", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_sendmsg_v6", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_sendmsg_v46", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_recvmsg_v4", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_recvmsg_v6", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "calico_recvmsg_v46", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "cali_ctlb_v4", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "cali_ctlb_sendmsg", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "cali_ctlb_recvmsg", Family::Ctlb),
+        (CGROUP_SOCK_ADDR, "cali_noop_v4", Family::Ctlb),
+        (SCHED_CLS, "cali_tc_preamble", Family::Tc),
+        (SCHED_CLS, "calico_tc_main", Family::Tc),
+        (SCHED_CLS, "calico_tc_allow", Family::Tc),
+        (SCHED_CLS, "calico_tc_norm_pol_tail", Family::Tc),
+        (SCHED_CLS, "calico_tc_skb_accepted_entrypoint", Family::Tc),
+        (SCHED_CLS, "calico_tc_skb_drop", Family::Tc),
+        (SCHED_CLS, "calico_tc_skb_icmp_inner_nat", Family::Tc),
+        (SCHED_CLS, "calico_tc_skb_new_flow_entrypoint", Family::Tc),
+        (SCHED_CLS, "calico_tc_skb_send_icmp_replies", Family::Tc),
+        (SCHED_CLS, "calico_tc_skb_send_tcp_rst", Family::Tc),
+        (SCHED_CLS, "calico_from_workload_ep", Family::Tc),
+        (SCHED_CLS, "calico_to_workload_ep", Family::Tc),
+        (SCHED_CLS, "calico_from_hos", Family::Tc),
+        (SCHED_CLS, "calico_to_host_", Family::Tc),
+        (XDP, "cali_xdp_preamble", Family::Xdp),
+        (XDP, "xdp_calico_entry", Family::Xdp),
+    ];
+
+    /// Maps pinned in `tc/globals/` (and, ≤3.26, the per-interface `cali_jump3`).
+    pub fn maps() -> Vec<String> {
+        let v4 = [
+            "ct3", "ct4", "nat_fe3", "nat_be", "nat_aff", "routes", "arp2", "fsafes2", "ip_sets",
+            "srmsg", "ct_nats", "frags3", "frgfwd4", "frgtmp3", "mglv2", "sprefix",
+        ];
+        let other = [
+            "cali_state2",
+            "cali_state6",
+            "cali_iface2",
+            "cali_iface4",
+            "cali_counters2",
+            "cali_counters6",
+            "cali_rule_ctrs2",
+            "cali_profiling2",
+            "cali_qos2",
+            "cali_qos_conn",
+            "cali_rb_drops",
+            "cali_rb_evnt",
+            "cali_ctlb_conn",
+            "cali_ctlb_send",
+            "cali_ctlb_recv",
+            "cali_jump_ing2",
+            "cali_jump_egr2",
+            "cali_progs_ing2",
+            "cali_progs_egr2",
+            "xdp_cali_jump3",
+            "xdp_cali_progs3",
+            "cali_jump3",
+        ];
+        v4.iter()
+            .flat_map(|m| [format!("cali_v4_{m}"), format!("cali_v6_{m}")])
+            .chain(other.iter().map(|m| m.to_string()))
+            .collect()
     }
 
-    pub fn tc(prog_type: u32, name: &str) -> bool {
-        prog_type == SCHED_CLS && (name.starts_with("cali_") || name.starts_with("calico_"))
-    }
+    pub const DEVICE: (&str, &str) = ("bpfin.cali", "veth");
+}
 
-    pub fn xdp(prog_type: u32, name: &str) -> bool {
-        prog_type == XDP && (name == "cali_xdp_preamb" || name == "xdp_calico_entr")
-    }
+/// What must never be Calico's eBPF dataplane, each with the type it really has.
+mod foreign {
+    use super::*;
 
-    pub fn map(name: &str) -> bool {
-        name.starts_with("cali_") || name.starts_with("xdp_cali_")
-    }
+    pub const PROGRAMS: &[(u32, &str)] = &[
+        // systemd
+        (CGROUP_SKB, "sd_fw_ingress"),
+        (CGROUP_SKB, "sd_fw_egress"),
+        (CGROUP_DEVICE, "sd_devices"),
+        // Cilium, on the same hooks as Calico
+        (CGROUP_SOCK_ADDR, "cil_sock4_connect"),
+        (CGROUP_SOCK_ADDR, "cil_sock6_connect"),
+        (CGROUP_SOCK_ADDR, "cil_sock4_sendmsg"),
+        (CGROUP_SOCK_ADDR, "cil_sock6_recvmsg"),
+        (SCHED_CLS, "cil_from_container"),
+        (SCHED_CLS, "cil_to_container"),
+        (SCHED_CLS, "cil_from_netdev"),
+        (SCHED_CLS, "cil_to_host"),
+        (XDP, "cil_xdp_entry"),
+        // Calico's iptables mode: valid with eBPF off
+        (XDP, "prefilter"),
+        (SOCK_OPS, "calico_sockops"),
+        // A Calico name on a type Calico's connect-time balancer never has, and a near miss
+        (CGROUP_SKB, "calico_connect_v4"),
+        (CGROUP_SOCK_ADDR, "caliper_connect"),
+    ];
 
-    pub fn device(name: &[u8], kind: Option<&str>) -> bool {
-        name == b"bpfin.cali" && kind == Some("veth")
-    }
+    pub const MAPS: &[&str] = &[
+        "prefilter_v1_eth0",
+        "calico_failsafe_ports_v1",
+        "calico_sock_map",
+        "cilium_calls",
+        "cilium_ct4_global",
+        "cilium_lxc",
+    ];
+
+    /// iptables-mode Calico's pins (`<bpffs>/calico/`) and the kernel's preload iterators.
+    pub const PATHS: &[&str] = &[
+        "calico/xdp/prefilter_v1_eth0",
+        "calico/calico_failsafe_ports_v1",
+        "calico/sockmap/calico_sock_map",
+        "calico/sockmap/calico_sockops",
+        "maps.debug",
+        "progs.debug",
+    ];
+
+    pub const DEVICES: &[(&str, &str)] = &[
+        ("bpfout.cali", "veth"),
+        ("vxlan.calico", "vxlan"),
+        ("vxlan-v6.calico", "vxlan"),
+        ("tunl0", "ipip"),
+        ("wireguard.cali", "wireguard"),
+        ("cali1234", "veth"),
+        ("bpfin.cali", "dummy"),
+    ];
 }
 
 /// What the kernel keeps of a name: 15 bytes (BPF_OBJ_NAME_LEN 16 with the NUL).
@@ -52,181 +176,207 @@ fn kernel_name(full: &str) -> String {
     full.chars().take(15).collect()
 }
 
-/// Program types: the three that matter, their neighbours, every other known type, and noise.
-fn prog_type() -> impl Strategy<Value = u32> {
-    prop_oneof![
-        4 => prop::sample::select(vec![SCHED_CLS, XDP, CGROUP_SOCK_ADDR]),
-        4 => 0u32..=40,
-        1 => any::<u32>(),
-    ]
+/// Which rule owns a program, if any.
+fn owner(prog_type: u32, name: &str) -> Vec<Family> {
+    let p = ProgFacts { prog_type, name };
+    let mut v = Vec::new();
+    if ownership::ctlb_program(p).is_some() {
+        v.push(Family::Ctlb);
+    }
+    if ownership::tc_program(p).is_some() {
+        v.push(Family::Tc);
+    }
+    if ownership::xdp_program(p).is_some() {
+        v.push(Family::Xdp);
+    }
+    v
 }
 
-/// Names that sit on the rules' edges: every prefix the rules use, near misses (case, a
-/// missing underscore, a shared stem), other tools' prefixes, followed by characters the
-/// kernel allows in names. Full length, as a loader would pass it; truncation is separate.
-fn full_name() -> impl Strategy<Value = String> {
-    let stems = prop::sample::select(vec![
-        "calico_",
-        "cali_",
-        "xdp_cali_",
-        "cali_xdp_preamb",
-        "xdp_calico_entr",
-        "calico_connect_",
-        "cali_tc_preambl",
-        "cali",
-        "calico",
-        "Calico_",
-        "CALI_",
-        "cali-",
-        "calico-",
-        "caliper_",
-        "xcali_",
-        "_cali_",
-        "xdp_calico_",
-        "cali_xdp_",
-        "cil_",
-        "sd_fw_",
-        "prefilter",
-        "calico_sockops",
-        "",
-    ]);
-    (stems, "[A-Za-z0-9_.]{0,20}").prop_map(|(stem, tail)| format!("{stem}{tail}"))
+#[test]
+fn every_calico_program_is_owned_by_its_family_alone() {
+    for &(t, full, family) in calico::PROGRAMS {
+        let cut = kernel_name(full);
+        assert_eq!(owner(t, &cut), [family], "{full} (kernel name {cut})");
+        let p = ProgFacts {
+            prog_type: t,
+            name: &cut,
+        };
+        assert!(ownership::calico_program(p), "{full}");
+    }
 }
 
-/// Any name the rule functions could see: kernel-shaped names and arbitrary Unicode.
-fn name() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => full_name().prop_map(|n| kernel_name(&n)),
-        1 => full_name(),
-        1 => any::<String>(),
-    ]
+#[test]
+fn no_foreign_program_is_owned() {
+    for &(t, full) in foreign::PROGRAMS {
+        let cut = kernel_name(full);
+        assert_eq!(owner(t, &cut), [], "{full} of type {t}");
+        assert!(!ownership::calico_program(ProgFacts {
+            prog_type: t,
+            name: &cut
+        }));
+    }
+}
+
+#[test]
+fn maps_calico_names_and_no_other() {
+    for m in calico::maps() {
+        assert!(ownership::calico_map(&kernel_name(&m)), "{m}");
+    }
+    for m in foreign::MAPS {
+        assert!(!ownership::calico_map(&kernel_name(m)), "{m}");
+    }
+}
+
+#[test]
+fn devices() {
+    let (name, kind) = calico::DEVICE;
+    assert!(ownership::device(name, Some(kind)).is_some());
+    for &(name, kind) in foreign::DEVICES {
+        assert!(
+            ownership::device(name, Some(kind)).is_none(),
+            "{name} {kind}"
+        );
+    }
+}
+
+/// Calico's places cover where its sources pin; nothing of iptables-mode Calico's
+/// `<bpffs>/calico/`, or the preload iterators, lies in one.
+#[test]
+fn places() {
+    let listed = |rel: &str| {
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        ownership::PIN_DIRS
+            .iter()
+            .any(|(d, _)| Path::new(d) == parent)
+            || ownership::PIN_FILES.iter().any(|(f, _)| *f == rel)
+            || Path::new(rel).starts_with(ownership::OLD_JUMPS)
+            || (parent.parent() == Some(Path::new(ownership::TC_DIR))
+                && parent
+                    .file_name()
+                    .is_some_and(|d| ownership::iface_dir(d.as_encoded_bytes())))
+    };
+    let calico = [
+        "ctlb/calico_connect_v4",
+        "calico_connect4/cali_ctlb_v4",
+        "calico_sendmsg_v6",
+        "tc/globals/cali_v4_ct3",
+        "tc/globals/old_jumps/17/cali_jump3",
+        "tc/eth0_igr/cali_jump3",
+        "tc/0123456789abcdef0123456789abcdef01234567/cali_jump3",
+        "tcx/eth0_ingress",
+        "netkit/nk0_primary",
+    ];
+    for rel in calico {
+        assert!(listed(rel), "{rel}");
+    }
+    for rel in foreign::PATHS {
+        assert!(!listed(rel), "{rel}");
+        let mut dir = Path::new(rel).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            assert!(!ownership::removable_dir(d), "{}", d.display());
+            dir = d.parent();
+        }
+    }
+}
+
+/// A Calico name mangled at its head: upper-cased, prefixed, or with its first underscore
+/// changed or dropped. Calico's sources never make one, so no rule may own it.
+fn near_miss() -> impl Strategy<Value = (u32, String)> {
+    let names: Vec<(u32, String)> = calico::PROGRAMS
+        .iter()
+        .map(|&(t, n, _)| (t, n.to_string()))
+        .chain(calico::maps().into_iter().map(|m| (0, m)))
+        .collect();
+    (
+        prop::sample::select(names),
+        0u8..4,
+        "[a-z0-9_]",
+        prop::sample::select(vec!["-", ".", ""]),
+    )
+        .prop_map(|((t, name), how, pre, sep)| {
+            let mangled = match how {
+                0 => name[..1].to_uppercase() + &name[1..],
+                1 => format!("{pre}{name}"),
+                _ => name.replacen('_', sep, 1),
+            };
+            (t, mangled)
+        })
+}
+
+/// Any program type but the three Calico's attached programs have.
+fn other_type() -> impl Strategy<Value = u32> {
+    any::<u32>().prop_filter("not Calico's", |t| {
+        ![SCHED_CLS, XDP, CGROUP_SOCK_ADDR].contains(t)
+    })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
     #[test]
-    fn programs_are_calico_only_when_the_rules_say_so(t in prog_type(), name in name()) {
-        let p = ProgFacts { prog_type: t, name: &name };
-        let (ctlb, tc, xdp) = (oracle::ctlb(t, &name), oracle::tc(t, &name), oracle::xdp(t, &name));
-        prop_assert_eq!(ownership::ctlb_program(p).is_some(), ctlb);
-        prop_assert_eq!(ownership::tc_program(p).is_some(), tc);
-        prop_assert_eq!(ownership::xdp_program(p).is_some(), xdp);
-        prop_assert_eq!(ownership::calico_program(p), ctlb || tc || xdp);
-        let scope = Scope::of([p]);
-        prop_assert_eq!(scope, Scope { cgroups: ctlb, tc, xdp });
-    }
-
-    /// The kernel cuts names to 15 characters and Calico ships objects without BTF, so the
-    /// rules must decide on the cut name: a full name in a Calico family stays in it once cut,
-    /// and the cut name is judged exactly like any other.
-    #[test]
-    fn truncated_names_keep_their_family(t in prog_type(), full in full_name()) {
-        let cut = kernel_name(&full);
-        let p = ProgFacts { prog_type: t, name: &cut };
-        prop_assert_eq!(ownership::calico_program(p),
-            oracle::ctlb(t, &cut) || oracle::tc(t, &cut) || oracle::xdp(t, &cut));
-        if oracle::ctlb(t, &full) {
-            prop_assert!(ownership::ctlb_program(p).is_some(), "{} cut to {}", full, cut);
-        }
-        if oracle::tc(t, &full) {
-            prop_assert!(ownership::tc_program(p).is_some(), "{} cut to {}", full, cut);
-        }
-        // Calico's XDP entry points are longer than 15 characters in its sources.
-        if t == XDP && (full.starts_with("cali_xdp_preamb") || full.starts_with("xdp_calico_entr")) {
-            prop_assert!(ownership::xdp_program(p).is_some(), "{} cut to {}", full, cut);
+    fn near_misses_of_calico_names_are_never_owned((t, name) in near_miss()) {
+        let cut = kernel_name(&name);
+        if t == 0 {
+            prop_assert!(!ownership::calico_map(&cut), "map {}", cut);
+        } else {
+            prop_assert_eq!(owner(t, &cut), Vec::<Family>::new(), "{} of type {}", cut, t);
         }
     }
 
+    /// A Calico name on a type no Calico program attached where the guard looks has.
     #[test]
-    fn maps_are_calico_only_when_the_rules_say_so(name in name()) {
-        prop_assert_eq!(ownership::calico_map(&name), oracle::map(&name));
+    fn calico_names_on_other_types_are_never_owned(
+        t in other_type(),
+        i in 0..calico::PROGRAMS.len(),
+    ) {
+        let cut = kernel_name(calico::PROGRAMS[i].1);
+        prop_assert_eq!(owner(t, &cut), Vec::<Family>::new(), "{} of type {}", cut, t);
     }
 
-    /// Interface names are bytes: the rule sees them exactly, UTF-8 or not.
+    /// Interface names are bytes: only the exact bytes of `bpfin.cali` are Calico's device.
     #[test]
-    fn devices_are_calico_only_when_the_rules_say_so(
+    fn devices_are_exact_bytes(
         name in prop_oneof![
-            prop::sample::select(vec![
-                &b"bpfin.cali"[..], b"bpfout.cali", b"bpfin.calico", b"bpfin.cal", b"BPFIN.CALI",
-                b"vxlan.calico", b"vxlan-v6.calico", b"tunl0", b"wireguard.cali", b"cali1234",
-                b"bpfin.cali\xff", b"\xffbpfin.cali", b"bpfin\xff.cali", b"bpfin.cal\xe9",
-            ]).prop_map(<[u8]>::to_vec),
-            "(bpf|cali|eth|ens)[a-z0-9.]{0,11}".prop_map(String::into_bytes),
             prop::collection::vec(any::<u8>(), 1..16),
+            (0usize..10, any::<u8>()).prop_map(|(at, b)| {
+                let mut n = calico::DEVICE.0.as_bytes().to_vec();
+                n.insert(at, b);
+                n
+            }),
         ],
-        kind in prop::option::of(prop::sample::select(vec![
-            "veth", "dummy", "vxlan", "ipip", "wireguard", "bridge", "Veth", "",
-        ])),
     ) {
         let nif = NetIf {
             ifindex: 2,
             name: std::os::unix::ffi::OsStringExt::from_vec(name.clone()),
-            kind: kind.map(String::from),
+            kind: Some("veth".into()),
             xdp: Vec::new(),
         };
-        prop_assert_eq!(plan::calico_device(&nif).is_some(), oracle::device(&name, kind));
+        prop_assert_eq!(plan::calico_device(&nif).is_some(), name == calico::DEVICE.0.as_bytes());
     }
-
 }
 
 proptest! {
-    // Each case is a whole inventory of up to 24 programs.
+    // Each case is a whole node of up to 24 programs.
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
-    /// What matters in the end is the plan: from a random inventory of programs on cgroup
-    /// hooks, tc filters, XDP, devices and global-map pins, the plan removes exactly the
-    /// objects the oracle names, and nothing of anyone else's.
+    /// What matters in the end is the plan: on a random node holding Calico's and other tools'
+    /// programs where their types attach (cgroup hooks, tc filters, XDP), devices and global
+    /// map pins, the plan removes exactly Calico's, by the names its sources use.
     #[test]
-    fn plan_removes_exactly_what_the_rules_name(inv in inventory()) {
+    fn plan_removes_exactly_calicos_objects(node in node()) {
+        let (inv, want) = node;
         let steps = plan::build(&inv, &BTreeMap::new());
         let mut got = BTreeSet::new();
         for s in &steps {
             let key = match &s.action {
-                Action::DetachCgroup { prog_id, .. } => format!("cgroup {prog_id}"),
-                Action::DeleteFilter { filter } => format!("tc {}", filter.prog_id.unwrap_or(0)),
-                Action::DetachXdp { prog_id, .. } => format!("xdp {prog_id}"),
+                Action::DetachCgroup { prog_id, .. } => format!("prog {prog_id}"),
+                Action::DeleteFilter { filter } => format!("prog {}", filter.prog_id.unwrap_or(0)),
+                Action::DetachXdp { prog_id, .. } => format!("prog {prog_id}"),
                 Action::DeleteDevice { name } => format!("dev {}", name.display()),
                 Action::Unpin { at, .. } => format!("pin {}", at.path().display()),
                 other => return Err(TestCaseError::fail(format!("unexpected step {other:?}"))),
             };
             prop_assert!(got.insert(key.clone()), "planned twice: {}", key);
-        }
-        let facts = |id: u32| {
-            let p = &inv.programs[&id];
-            (p.prog_type, p.name.as_str())
-        };
-        let mut want = BTreeSet::new();
-        for a in &inv.cgroups {
-            let (t, n) = facts(a.prog_id);
-            if oracle::ctlb(t, n) {
-                want.insert(format!("cgroup {}", a.prog_id));
-            }
-        }
-        for f in &inv.filters {
-            let id = f.prog_id.unwrap_or(0);
-            let (t, n) = facts(id);
-            if oracle::tc(t, n) {
-                want.insert(format!("tc {id}"));
-            }
-        }
-        for nif in &inv.netifs {
-            for &(_, id) in &nif.xdp {
-                let (t, n) = facts(id);
-                if oracle::xdp(t, n) {
-                    want.insert(format!("xdp {id}"));
-                }
-            }
-            if oracle::device(nif.name.as_encoded_bytes(), nif.kind.as_deref()) {
-                want.insert(format!("dev {}", nif.name.display()));
-            }
-        }
-        for pin in &inv.pins {
-            if let PinnedObject::Map(m) = &pin.object {
-                if oracle::map(&m.name) {
-                    want.insert(format!("pin {}", pin.at.path().display()));
-                }
-            }
         }
         prop_assert_eq!(got, want);
     }
@@ -318,23 +468,39 @@ fn toml_like() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A random inventory: programs of random types and names, each placed somewhere (a cgroup
-/// hook, a tc filter, XDP on an interface), random devices, and map pins in tc/globals/.
-fn inventory() -> impl Strategy<Value = Inventory> {
-    let progs = prop::collection::vec((prog_type(), name(), 0u8..3), 0..24);
-    let devs = prop::collection::vec(
-        (
-            prop::sample::select(vec!["bpfin.cali", "bpfout.cali", "eth0", "cali12", "bpfin"]),
-            prop::option::of(prop::sample::select(vec!["veth", "dummy", "vxlan"])),
-        ),
+/// A random node and, from the tables alone, the objects a sweep must remove from it.
+fn node() -> impl Strategy<Value = (Inventory, BTreeSet<String>)> {
+    let prog = prop_oneof![
+        (0..calico::PROGRAMS.len()).prop_map(|i| {
+            let (t, n, _) = calico::PROGRAMS[i];
+            (t, n, true)
+        }),
+        (0..foreign::PROGRAMS.len()).prop_map(|i| {
+            let (t, n) = foreign::PROGRAMS[i];
+            (t, n, false)
+        }),
+    ];
+    let progs = prop::collection::vec(prog, 0..24);
+    let devs = prop::sample::subsequence(
+        std::iter::once(calico::DEVICE)
+            .chain(foreign::DEVICES.iter().copied())
+            .collect::<Vec<_>>(),
         0..4,
     );
-    let maps = prop::collection::vec(name(), 0..8);
+    let maps = prop::collection::vec(
+        prop_oneof![
+            prop::sample::select(calico::maps()).prop_map(|m| (m, true)),
+            prop::sample::select(foreign::MAPS.to_vec()).prop_map(|m| (m.to_string(), false)),
+        ],
+        0..8,
+    );
     (progs, devs, maps).prop_map(|(progs, devs, maps)| {
         let mut inv = Inventory::default();
+        let mut want = BTreeSet::new();
         let mut xdp = Vec::new();
-        for (i, (prog_type, name, place)) in progs.into_iter().enumerate() {
+        for (i, (prog_type, full, calico)) in progs.into_iter().enumerate() {
             let id = 100 + i as u32;
+            let name = kernel_name(full);
             inv.programs.insert(
                 id,
                 ProgInfo {
@@ -343,16 +509,11 @@ fn inventory() -> impl Strategy<Value = Inventory> {
                     name,
                 },
             );
-            match place {
-                0 => inv.cgroups.push(CgroupAttachment {
-                    root: PathBuf::from("/sys/fs/cgroup"),
-                    cgroup: PathBuf::from("/sys/fs/cgroup"),
-                    cgroup_id: 1,
-                    attach_type: bpf::ATTACH_INET4_CONNECT,
-                    prog_id: id,
-                    slot_flags: bpf::F_ALLOW_MULTI,
-                }),
-                1 => inv.filters.push(Filter {
+            if calico {
+                want.insert(format!("prog {id}"));
+            }
+            match prog_type {
+                SCHED_CLS => inv.filters.push(Filter {
                     ifindex: 2,
                     parent: PARENT_INGRESS,
                     handle: 1,
@@ -361,7 +522,16 @@ fn inventory() -> impl Strategy<Value = Inventory> {
                     kind: "bpf".into(),
                     prog_id: Some(id),
                 }),
-                _ => xdp.push((XdpMode::Generic, id)),
+                XDP => xdp.push((XdpMode::Generic, id)),
+                // Every other type on a cgroup hook, as if the kernel listed it there.
+                _ => inv.cgroups.push(CgroupAttachment {
+                    root: PathBuf::from("/sys/fs/cgroup"),
+                    cgroup: PathBuf::from("/sys/fs/cgroup"),
+                    cgroup_id: 1,
+                    attach_type: bpf::ATTACH_INET4_CONNECT,
+                    prog_id: id,
+                    slot_flags: bpf::F_ALLOW_MULTI,
+                }),
             }
         }
         inv.netifs.push(NetIf {
@@ -370,18 +540,22 @@ fn inventory() -> impl Strategy<Value = Inventory> {
             kind: None,
             xdp,
         });
-        // Device names are unique in a namespace.
-        let devs: BTreeMap<&str, Option<&str>> = devs.into_iter().collect();
         for (i, (name, kind)) in devs.into_iter().enumerate() {
+            if (name, kind) == calico::DEVICE {
+                want.insert(format!("dev {name}"));
+            }
             inv.netifs.push(NetIf {
                 ifindex: 10 + i as u32,
                 name: name.into(),
-                kind: kind.map(String::from),
+                kind: Some(kind.into()),
                 xdp: Vec::new(),
             });
         }
-        for (i, name) in maps.into_iter().enumerate() {
+        for (i, (name, calico)) in maps.into_iter().enumerate() {
             let rel = PathBuf::from(format!("tc/globals/m{i}"));
+            if calico {
+                want.insert(format!("pin /sys/fs/bpf/{}", rel.display()));
+            }
             inv.pins.push(Pin {
                 at: Located {
                     root: "/sys/fs/bpf".into(),
@@ -391,11 +565,11 @@ fn inventory() -> impl Strategy<Value = Inventory> {
                 place: Place::GlobalMaps,
                 object: PinnedObject::Map(MapInfo {
                     id: 1000 + i as u32,
-                    name,
+                    name: kernel_name(&name),
                 }),
             });
         }
-        inv
+        (inv, want)
     })
 }
 
@@ -405,4 +579,7 @@ fn oracle_uses_the_kernel_numbers() {
     assert_eq!(SCHED_CLS, bpf::PROG_TYPE_SCHED_CLS);
     assert_eq!(XDP, bpf::PROG_TYPE_XDP);
     assert_eq!(CGROUP_SOCK_ADDR, bpf::PROG_TYPE_CGROUP_SOCK_ADDR);
+    assert_eq!(CGROUP_SKB, libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB);
+    assert_eq!(SOCK_OPS, libbpf_sys::BPF_PROG_TYPE_SOCK_OPS);
+    assert_eq!(CGROUP_DEVICE, libbpf_sys::BPF_PROG_TYPE_CGROUP_DEVICE);
 }

@@ -3,7 +3,7 @@
 //! file pointing the guard at them. Everything is removed on drop, also when a test fails.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -37,7 +37,12 @@ pub fn have_root(test: &str) -> bool {
             "{test}: needs root (bpffs, cgroups, netns); CI=true, so this is a failure, not a skip"
         );
     }
-    eprintln!("SKIPPED {test}: needs root to create bpffs mounts, cgroups and network namespaces");
+    // Straight to the stderr handle: libtest captures `eprintln!` of a passing test, and a skip
+    // nobody sees looks like a pass.
+    let _ = writeln!(
+        io::stderr(),
+        "SKIPPED {test}: needs root to create bpffs mounts, cgroups and network namespaces"
+    );
     false
 }
 
@@ -210,7 +215,6 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
 }
 
 pub fn run_stdin(cmd: &str, args: &[&str], input: &str) -> Result<()> {
-    use std::io::Write;
     let mut child = Command::new(cmd)
         .args(args)
         .stdin(Stdio::piped())
