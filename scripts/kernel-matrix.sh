@@ -122,7 +122,6 @@ EOF
     kver=${vmlinuz##*/vmlinuz-}
     if [ ! -f "$kroot/.ready" ]; then
         depmod -b "$kroot" "$kver"
-        make_initramfs "$kroot" "$kver" "$kroot/initramfs.cpio"
         touch "$kroot/.ready"
     fi
 }
@@ -172,7 +171,7 @@ EOF
     timeout -k 30s "$timeout_guest" qemu-system-x86_64 \
         -accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
         -nodefaults -no-reboot -display none -monitor none -serial "file:$res/console.log" \
-        -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$kroot/initramfs.cpio" \
+        -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$km/initramfs-$1.cpio" \
         -append "console=ttyS0 panic=-1 random.trust_cpu=on KM_STAGE2=$repo/scripts/kernel-matrix/guest.sh" \
         -fsdev "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap" \
         -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
@@ -207,6 +206,8 @@ row() {
         fi
         kernel="$kver ($kpkg)"
         kernel=${kernel/linux-image-$kver /}
+        # Built every time (it takes a second): it holds stage 1, which may have changed.
+        make_initramfs "$kroot" "$kver" "$km/initramfs-$name.cpio"
         log "$name: booting $kver ($kpkg) under TCG, timeout $timeout_guest"
         run_guest "$name" "$res" || rc=$?
     fi
@@ -249,6 +250,7 @@ row() {
         [ "$demo" = failed ] && { echo "    demo:" && tail -n 5 "$res/demo.log" | sed 's/^/      /'; }
         [ -f "$res/console.log" ] && [ -z "$summary" ] &&
             { echo "    console (last lines):" && tail -n 15 "$res/console.log" | sed 's/^/      /'; }
+        [ -s "$res/qemu.log" ] && { echo "    qemu:" && tail -n 5 "$res/qemu.log" | sed 's/^/      /'; }
         echo "    logs: $res"
     fi
 }
