@@ -192,7 +192,7 @@ impl Seen {
 }
 
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
-    // write_atomic would create a missing directory, under the unit's umask 0077, where
+    // The atomic write would create a missing directory, under the unit's umask 0077, where
     // node_exporter could not read: a missing textfile directory is a setup error to report.
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if dir.is_some_and(|d| !d.is_dir()) {
