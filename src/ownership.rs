@@ -187,9 +187,9 @@ mod tests {
     use crate::kernel::bpf::PROG_TYPE_SCHED_CLS as CLS;
     const SA: u32 = PROG_TYPE_CGROUP_SOCK_ADDR;
     const XDP: u32 = PROG_TYPE_XDP;
-    const SOCK_OPS: u32 = libbpf_sys::BPF_PROG_TYPE_SOCK_OPS;
-    const CGROUP_SKB: u32 = libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB;
-    const CGROUP_DEVICE: u32 = libbpf_sys::BPF_PROG_TYPE_CGROUP_DEVICE;
+    const SOCK_OPS: u32 = libbpf_rs::libbpf_sys::BPF_PROG_TYPE_SOCK_OPS;
+    const CGROUP_SKB: u32 = libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB;
+    const CGROUP_DEVICE: u32 = libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_DEVICE;
 
     fn f(prog_type: u32, name: &str) -> ProgFacts<'_> {
         ProgFacts { prog_type, name }

@@ -44,9 +44,9 @@ fn every_pin_family_goes_and_nothing_else() {
     plant::pin_map(&b.join("calico/sockmap/calico_sock_map"), "calico_sock_map").unwrap();
     plant::pin_prog(
         &b.join("calico/sockmap/calico_sockops"),
-        libbpf_sys::BPF_PROG_TYPE_SOCK_OPS,
+        progs::SOCK_OPS,
         "calico_sockops",
-        libbpf_sys::BPF_CGROUP_SOCK_OPS,
+        progs::ATTACH_SOCK_OPS,
     )
     .unwrap();
     plant::pin_map(&b.join("tc/globals/cilium_calls_hostns"), "cilium_calls_ho").unwrap();

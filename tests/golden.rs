@@ -233,9 +233,9 @@ mod record {
         plant::pin_map(&b.join("calico/calico_failsafe_ports_v1"), "calico_failsaf").unwrap();
         plant::pin_prog(
             &b.join("calico/sockmap/calico_sockops"),
-            libbpf_sys::BPF_PROG_TYPE_SOCK_OPS,
+            libbpf_rs::libbpf_sys::BPF_PROG_TYPE_SOCK_OPS,
             "calico_sockops",
-            libbpf_sys::BPF_CGROUP_SOCK_OPS,
+            libbpf_rs::libbpf_sys::BPF_CGROUP_SOCK_OPS,
         )
         .unwrap();
         plant::pin_map(&b.join("tc/globals/cilium_calls"), "cilium_calls").unwrap();

@@ -264,8 +264,7 @@ fn paths_longer_than_path_max_are_swept() {
     let map = calico_bpf_testkit::progs::map("cali_jump2").unwrap();
     // bpf(2) takes a path: through this process's fd of the deepest directory it is short.
     let via_fd = format!("/proc/self/fd/{}/cali_jump2", deepest.as_raw_fd());
-    calico_bpf_guard::kernel::bpf::obj_pin(std::os::fd::AsFd::as_fd(&map), Path::new(&via_fd))
-        .unwrap();
+    calico_bpf_testkit::bpf::obj_pin(std::os::fd::AsFd::as_fd(&map), Path::new(&via_fd)).unwrap();
     // Holding the map would be a live dataplane to the interlock.
     drop((deepest, map));
     let (cgroup, cgroup_rel) = deep_dirs(&sb.cgroup.path, 24);
@@ -276,7 +275,7 @@ fn paths_longer_than_path_max_are_swept() {
         false,
     )
     .unwrap();
-    calico_bpf_guard::kernel::bpf::prog_attach(
+    calico_bpf_testkit::bpf::prog_attach(
         Target::Fd(cgroup.as_fd()),
         prog.as_fd(),
         plant::CONNECT6,

@@ -579,7 +579,10 @@ fn oracle_uses_the_kernel_numbers() {
     assert_eq!(SCHED_CLS, bpf::PROG_TYPE_SCHED_CLS);
     assert_eq!(XDP, bpf::PROG_TYPE_XDP);
     assert_eq!(CGROUP_SOCK_ADDR, bpf::PROG_TYPE_CGROUP_SOCK_ADDR);
-    assert_eq!(CGROUP_SKB, libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB);
-    assert_eq!(SOCK_OPS, libbpf_sys::BPF_PROG_TYPE_SOCK_OPS);
-    assert_eq!(CGROUP_DEVICE, libbpf_sys::BPF_PROG_TYPE_CGROUP_DEVICE);
+    assert_eq!(CGROUP_SKB, libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB);
+    assert_eq!(SOCK_OPS, libbpf_rs::libbpf_sys::BPF_PROG_TYPE_SOCK_OPS);
+    assert_eq!(
+        CGROUP_DEVICE,
+        libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_DEVICE
+    );
 }

@@ -1,20 +1,23 @@
-//! bpf(2) through libbpf-sys: id iteration, object info, queries, detaches, pins.
-//!
-//! libbpf-rs's iterators hide EPERM (they return nothing without CAP_SYS_ADMIN), so this layer
-//! iterates ids itself and surfaces every errno.
+//! bpf(2) for the guard: what it reads (ids, object info, queries) and what it removes
+//! (detaches). libbpf-rs where it has a safe call; where it has none, libbpf-sys through
+//! libbpf-rs's re-export, each such place saying what libbpf-rs lacks. The guard never loads,
+//! attaches or pins: the fixtures that do live in testkit.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_int, CString};
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use libbpf_sys as sys;
+use libbpf_rs::btf::{BtfType, TypeId};
+use libbpf_rs::libbpf_sys as sys;
+use libbpf_rs::query::{LinkInfo as RsLinkInfo, LinkTypeInfo};
+use libbpf_rs::{Btf, ErrorKind, MapHandle, PrintLevel, Program};
 use serde::{Deserialize, Serialize};
 
-use super::check;
+use super::{check, from_rs, owned};
 
 pub const PROG_TYPE_SCHED_CLS: u32 = sys::BPF_PROG_TYPE_SCHED_CLS;
 pub const PROG_TYPE_XDP: u32 = sys::BPF_PROG_TYPE_XDP;
@@ -117,14 +120,10 @@ impl Target<'_> {
     }
 }
 
-fn owned(ret: c_int) -> io::Result<OwnedFd> {
-    let fd = check(ret)?;
-    // SAFETY: libbpf returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Every id in one id space. EPERM (no CAP_SYS_ADMIN) is an error, never an empty answer.
 pub fn ids(space: IdSpace) -> io::Result<Vec<u32>> {
+    // Raw: libbpf-rs's ProgInfoIter, MapInfoIter and LinkInfoIter end silently on any error,
+    // so without CAP_SYS_ADMIN they would report a clean node.
     let next = match space {
         IdSpace::Prog => sys::bpf_prog_get_next_id,
         IdSpace::Map => sys::bpf_map_get_next_id,
@@ -149,26 +148,58 @@ pub fn ids(space: IdSpace) -> io::Result<Vec<u32>> {
 
 /// An fd for an object id; ENOENT when it vanished meanwhile.
 pub fn fd_by_id(space: IdSpace, id: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall wrappers.
-    owned(unsafe {
-        match space {
-            IdSpace::Prog => sys::bpf_prog_get_fd_by_id(id),
-            IdSpace::Map => sys::bpf_map_get_fd_by_id(id),
-            IdSpace::Link => sys::bpf_link_get_fd_by_id(id),
-        }
+    match space {
+        IdSpace::Prog => Program::fd_from_id(id).map_err(from_rs),
+        // A second fd on the same open file: the interlock matches files, not fd numbers.
+        IdSpace::Map => MapHandle::from_map_id(id)
+            .map_err(from_rs)?
+            .as_fd()
+            .try_clone_to_owned(),
+        // Raw: libbpf-rs opens a link only from a pin or by attaching, never by id.
+        // SAFETY: plain syscall wrapper.
+        IdSpace::Link => owned(unsafe { sys::bpf_link_get_fd_by_id(id) }),
+    }
+}
+
+/// A program's id, type and kernel name.
+pub fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
+    let info = raw_prog_info(fd)?;
+    Ok(ProgInfo {
+        id: info.id,
+        prog_type: info.type_,
+        name: name16(&info.name),
     })
 }
 
-fn info_by_fd<T>(fd: BorrowedFd<'_>, info: &mut T) -> io::Result<()> {
-    let mut len = size_of::<T>() as u32;
-    // SAFETY: `info` is a plain-old-data bpf_*_info struct of `len` bytes.
+/// Raw: libbpf-rs builds a ProgramInfo only while iterating ids and a ProgramHandle only from
+/// an id or a path; a pin is opened once, through its directory's fd, and read from that fd.
+fn raw_prog_info(fd: BorrowedFd<'_>) -> io::Result<sys::bpf_prog_info> {
+    let mut info = blank_prog_info();
+    prog_info_into(fd, &mut info)?;
+    Ok(info)
+}
+
+/// All zero, padding included (`Default` does not promise padding): a kernel older than the
+/// struct refuses any non-zero byte past the fields it knows.
+fn blank_prog_info() -> sys::bpf_prog_info {
+    // SAFETY: bpf_prog_info is plain old data, for which all-zero is valid.
+    unsafe { zeroed() }
+}
+
+fn prog_info_into(fd: BorrowedFd<'_>, info: &mut sys::bpf_prog_info) -> io::Result<()> {
+    let mut len = size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a bpf_prog_info of `len` bytes; any buffer it points to outlives the call.
     check(unsafe {
-        sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), (info as *mut T).cast(), &mut len)
+        sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (info as *mut sys::bpf_prog_info).cast(),
+            &mut len,
+        )
     })?;
     Ok(())
 }
 
-fn name16(raw: &[c_char; 16]) -> String {
+fn name16(raw: &[std::ffi::c_char; 16]) -> String {
     let bytes: Vec<u8> = raw
         .iter()
         .take_while(|c| **c != 0)
@@ -177,52 +208,39 @@ fn name16(raw: &[c_char; 16]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-pub fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
-    // SAFETY: bpf_prog_info is plain old data; all-zero is its documented initial state.
-    let mut info: sys::bpf_prog_info = unsafe { zeroed() };
-    info_by_fd(fd, &mut info)?;
-    Ok(ProgInfo {
-        id: info.id,
-        prog_type: info.type_,
-        name: name16(&info.name),
-    })
-}
-
 pub fn map_info(fd: BorrowedFd<'_>) -> io::Result<MapInfo> {
-    // SAFETY: as above.
-    let mut info: sys::bpf_map_info = unsafe { zeroed() };
-    info_by_fd(fd, &mut info)?;
+    let info = libbpf_rs::MapInfo::new(fd).map_err(from_rs)?;
     Ok(MapInfo {
-        id: info.id,
-        name: name16(&info.name),
+        id: info.info.id,
+        name: name16(&info.info.name),
     })
 }
 
+/// A link's id, program and target. A link of a type the guard does not care about, or whose
+/// details libbpf-rs cannot read (it reads some types' names with a second call that can
+/// fail, and knows no type newer than itself), is `Other`: a foreign link never ends a scan.
 pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
-    // SAFETY: as above.
-    let mut info: sys::bpf_link_info = unsafe { zeroed() };
-    info_by_fd(fd, &mut info)?;
-    // SAFETY: the union member read is the one `type_` says the kernel filled in.
-    let target = unsafe {
-        let u = &info.__bindgen_anon_1;
-        match info.type_ {
-            sys::BPF_LINK_TYPE_CGROUP => LinkTarget::Cgroup {
-                cgroup_id: u.cgroup.cgroup_id,
-                attach_type: u.cgroup.attach_type,
-            },
-            sys::BPF_LINK_TYPE_TCX => LinkTarget::Tcx {
-                ifindex: u.tcx.ifindex,
-                attach_type: u.tcx.attach_type,
-            },
-            sys::BPF_LINK_TYPE_NETKIT => LinkTarget::Netkit {
-                ifindex: u.netkit.ifindex,
-                attach_type: u.netkit.attach_type,
-            },
-            sys::BPF_LINK_TYPE_XDP => LinkTarget::Xdp {
-                ifindex: u.xdp.ifindex,
-            },
-            other => LinkTarget::Other { link_type: other },
-        }
+    let info = match RsLinkInfo::from_fd(fd) {
+        Ok(info) => info,
+        // InvalidData is libbpf-rs's "failed to parse link info"; no errno maps to it.
+        Err(e) if e.kind() == ErrorKind::InvalidData => return other_link(fd),
+        Err(e) => return Err(from_rs(e)),
+    };
+    let target = match info.info {
+        LinkTypeInfo::Cgroup(c) => LinkTarget::Cgroup {
+            cgroup_id: c.cgroup_id,
+            attach_type: c.attach_type as u32,
+        },
+        LinkTypeInfo::Tcx(t) => LinkTarget::Tcx {
+            ifindex: t.ifindex,
+            attach_type: t.attach_type as u32,
+        },
+        LinkTypeInfo::Netkit(n) => LinkTarget::Netkit {
+            ifindex: n.ifindex,
+            attach_type: n.attach_type as u32,
+        },
+        LinkTypeInfo::Xdp(x) => LinkTarget::Xdp { ifindex: x.ifindex },
+        _ => return other_link(fd),
     };
     Ok(LinkInfo {
         id: info.id,
@@ -231,41 +249,58 @@ pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
     })
 }
 
+/// The head of `struct bpf_link_info`, which every kernel with links fills in whatever the type.
+#[repr(C)]
+#[derive(Default)]
+struct LinkHead {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+}
+
+/// Raw: libbpf-rs gives neither the type number of a link it does not know nor the id and
+/// program of one whose details it could not read; the kernel copies back only the head asked.
+fn other_link(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+    let mut head = LinkHead::default();
+    let mut len = size_of::<LinkHead>() as u32;
+    // SAFETY: `head` is `len` bytes of plain data, a prefix of bpf_link_info.
+    check(unsafe {
+        sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut head as *mut LinkHead).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(LinkInfo {
+        id: head.id,
+        prog_id: head.prog_id,
+        target: LinkTarget::Other {
+            link_type: head.link_type,
+        },
+    })
+}
+
 /// The program's full function name from its BTF, when it was loaded with BTF. Kernel names are
 /// cut to 15 characters, so this is what tells `calico_connect_v4` from `calico_connect_v6`.
 pub fn prog_btf_name(fd: BorrowedFd<'_>) -> io::Result<Option<String>> {
-    // SAFETY: as above.
-    let mut info: sys::bpf_prog_info = unsafe { zeroed() };
-    info_by_fd(fd, &mut info)?;
+    let info = raw_prog_info(fd)?;
     if info.btf_id == 0 || info.nr_func_info == 0 {
         return Ok(None);
     }
-    let mut func = sys::bpf_func_info {
-        insn_off: 0,
-        type_id: 0,
-    };
-    // SAFETY: as above.
-    let mut want: sys::bpf_prog_info = unsafe { zeroed() };
+    // Raw as prog_info is; the first func_info record names the program's main function.
+    let mut func = sys::bpf_func_info::default();
+    let mut want = blank_prog_info();
     want.nr_func_info = 1;
     want.func_info_rec_size = size_of::<sys::bpf_func_info>() as u32;
     want.func_info = (&mut func as *mut sys::bpf_func_info) as u64;
-    info_by_fd(fd, &mut want)?;
-    // SAFETY: libbpf returns an owned btf object or NULL; it is freed below on every path.
-    unsafe {
-        let btf = sys::btf__load_from_kernel_by_id(info.btf_id);
-        if btf.is_null() {
-            return Ok(None);
-        }
-        let ty = sys::btf__type_by_id(btf, func.type_id);
-        let name = if ty.is_null() {
-            None
-        } else {
-            let p = sys::btf__name_by_offset(btf, (*ty).name_off);
-            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-        };
-        sys::btf__free(btf);
-        Ok(name.filter(|n| !n.is_empty()))
-    }
+    prog_info_into(fd, &mut want)?;
+    let Ok(btf) = Btf::from_prog_id(info.id) else {
+        return Ok(None);
+    };
+    let name = btf
+        .type_by_id::<BtfType<'_>>(TypeId::from(func.type_id))
+        .and_then(|t| t.name().map(|n| n.to_string_lossy().into_owned()));
+    Ok(name)
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
@@ -273,19 +308,13 @@ fn cpath(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-/// Open a pinned object.
+/// Open a pinned object, whatever its kind.
 pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c = cpath(path)?;
+    // Raw: libbpf-rs opens a pin only as the kind it expects (a program, a map, a link object);
+    // the guard learns the kind from the fd it opened, so it opens each pin once.
     // SAFETY: c is a valid NUL-terminated path.
     owned(unsafe { sys::bpf_obj_get(c.as_ptr()) })
-}
-
-/// Pin an object (used by fixtures and by nothing in the sweep).
-pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: c is a valid NUL-terminated path.
-    check(unsafe { sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })?;
-    Ok(())
 }
 
 /// What kind of bpf object an fd holds: the kernel names its anon inodes `bpf-prog`, `bpf-map`
@@ -419,6 +448,8 @@ fn knows<T>(what: &str, ret: io::Result<T>, yes: &[i32]) -> io::Result<bool> {
 /// Programs attached at one hook, asking for the optional fields this kernel knows. Cgroup
 /// hooks hold at most 64 programs; tcx and netkit more, so the buffer grows when the kernel
 /// says it was too small (ENOSPC).
+///
+/// Raw: libbpf-rs has no BPF_PROG_QUERY, and it must ask only for the fields `features()` found.
 pub fn query(target: Target<'_>, attach_type: u32) -> io::Result<Query> {
     let f = features()?;
     let fields = Fields {
@@ -438,11 +469,12 @@ fn query_raw(target: c_int, attach_type: u32, fields: Fields, cap: usize) -> io:
     let mut prog_ids = vec![0u32; cap];
     let mut prog_flags = vec![0u32; if fields.prog_flags { cap } else { 0 }];
     let mut link_ids = vec![0u32; if fields.link_ids { cap } else { 0 }];
-    // SAFETY: all-zero is the documented initial state of the opts struct; a null buffer
-    // pointer leaves that field zero in the syscall, which every kernel accepts.
-    let mut opts: sys::bpf_prog_query_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_query_opts>() as _;
-    opts.prog_ids = prog_ids.as_mut_ptr();
+    // A null buffer pointer leaves that field zero in the syscall, which every kernel accepts.
+    let mut opts = sys::bpf_prog_query_opts {
+        sz: size_of::<sys::bpf_prog_query_opts>() as _,
+        prog_ids: prog_ids.as_mut_ptr(),
+        ..Default::default()
+    };
     if fields.prog_flags {
         opts.prog_attach_flags = prog_flags.as_mut_ptr();
     }
@@ -469,9 +501,11 @@ fn query_raw(target: c_int, attach_type: u32, fields: Fields, cap: usize) -> io:
 
 /// Detach one program from a hook, identified by its own fd.
 pub fn prog_detach(target: Target<'_>, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
-    // SAFETY: all-zero is the documented initial state of the opts struct.
-    let mut opts: sys::bpf_prog_detach_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_detach_opts>() as _;
+    // Raw: libbpf-rs detaches only the links it made itself, never a program by its fd.
+    let opts = sys::bpf_prog_detach_opts {
+        sz: size_of::<sys::bpf_prog_detach_opts>() as _,
+        ..Default::default()
+    };
     // SAFETY: opts lives across the call.
     check(unsafe {
         sys::bpf_prog_detach_opts(prog.as_raw_fd(), target.raw(), attach_type, &opts)
@@ -479,38 +513,9 @@ pub fn prog_detach(target: Target<'_>, prog: BorrowedFd<'_>, attach_type: u32) -
     Ok(())
 }
 
-/// Attach a program the old way (fixtures; the sweep never attaches).
-pub fn prog_attach(
-    target: Target<'_>,
-    prog: BorrowedFd<'_>,
-    attach_type: u32,
-    flags: u32,
-) -> io::Result<()> {
-    // SAFETY: all-zero is the documented initial state of the opts struct.
-    let mut opts: sys::bpf_prog_attach_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_attach_opts>() as _;
-    opts.flags = flags;
-    // SAFETY: opts lives across the call.
-    check(unsafe {
-        sys::bpf_prog_attach_opts(prog.as_raw_fd(), target.raw(), attach_type, &opts)
-    })?;
-    Ok(())
-}
-
-/// Create a bpf_link (fixtures; the sweep never attaches).
-pub fn link_create(
-    target: Target<'_>,
-    prog: BorrowedFd<'_>,
-    attach_type: u32,
-) -> io::Result<OwnedFd> {
-    // SAFETY: all-zero is the documented initial state of the opts struct.
-    let mut opts: sys::bpf_link_create_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
-    // SAFETY: opts lives across the call.
-    owned(unsafe { sys::bpf_link_create(prog.as_raw_fd(), target.raw(), attach_type, &opts) })
-}
-
 pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    // Raw: libbpf-rs's Link::detach needs a Link object, which it makes only from a pin or an
+    // attach, never from an fd or an id.
     // SAFETY: plain syscall wrapper.
     check(unsafe { sys::bpf_link_detach(link.as_raw_fd()) })?;
     Ok(())
@@ -519,129 +524,31 @@ pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
 /// Detach XDP from one interface in one mode, only if `expected` is still the program there
 /// (XDP_FLAGS_REPLACE): a modeless detach silently does nothing on veth.
 pub fn xdp_detach(ifindex: u32, mode_flags: u32, expected: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: all-zero is the documented initial state of the opts struct.
-    let mut opts: sys::bpf_xdp_attach_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_xdp_attach_opts>() as _;
-    opts.old_prog_fd = expected.as_raw_fd();
+    // Raw: libbpf-rs's Xdp::detach sends no expected program, so it would detach whatever
+    // replaced Calico's since the scan.
+    let opts = sys::bpf_xdp_attach_opts {
+        sz: size_of::<sys::bpf_xdp_attach_opts>() as _,
+        old_prog_fd: expected.as_raw_fd(),
+        ..Default::default()
+    };
     // SAFETY: opts lives across the call.
     check(unsafe { sys::bpf_xdp_detach(ifindex as c_int, mode_flags, &opts) })?;
     Ok(())
 }
 
-/// Attach XDP in one mode (fixtures).
-pub fn xdp_attach(ifindex: u32, prog: BorrowedFd<'_>, mode_flags: u32) -> io::Result<()> {
-    // SAFETY: a null opts pointer is allowed.
-    check(unsafe {
-        sys::bpf_xdp_attach(
-            ifindex as c_int,
-            prog.as_raw_fd(),
-            mode_flags,
-            std::ptr::null(),
-        )
-    })?;
-    Ok(())
-}
-
-/// Load a program from raw instructions (fixtures and benchmarks: no clang, no ELF).
-/// `btf` is an optional (BTF blob fd, func type id) pair to give the program its full name.
-pub fn prog_load(
-    prog_type: u32,
-    name: &str,
-    expected_attach_type: u32,
-    insns: &[u64],
-    btf: Option<(BorrowedFd<'_>, u32)>,
-) -> io::Result<OwnedFd> {
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
-    let license = c"GPL";
-    // SAFETY: all-zero is the documented initial state of the opts struct.
-    let mut opts: sys::bpf_prog_load_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_load_opts>() as _;
-    opts.expected_attach_type = expected_attach_type;
-    let func = btf.map(|(_, type_id)| sys::bpf_func_info {
-        insn_off: 0,
-        type_id,
-    });
-    if let (Some((fd, _)), Some(func)) = (btf, func.as_ref()) {
-        opts.prog_btf_fd = fd.as_raw_fd() as u32;
-        opts.func_info = (func as *const sys::bpf_func_info).cast();
-        opts.func_info_cnt = 1;
-        opts.func_info_rec_size = size_of::<sys::bpf_func_info>() as u32;
-    }
-    // SAFETY: insns is a slice of 8-byte bpf_insn encodings; every pointer outlives the call.
-    owned(unsafe {
-        sys::bpf_prog_load(
-            prog_type,
-            cname.as_ptr(),
-            license.as_ptr(),
-            insns.as_ptr().cast(),
-            insns.len() as _,
-            &mut opts,
-        )
-    })
-}
-
-/// Create a small array map (fixtures: Calico's and other tools' pinned maps).
-pub fn map_create(name: &str) -> io::Result<OwnedFd> {
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
-    // SAFETY: cname outlives the call; null opts is allowed.
-    owned(unsafe {
-        sys::bpf_map_create(
-            sys::BPF_MAP_TYPE_ARRAY,
-            cname.as_ptr(),
-            4,
-            4,
-            1,
-            std::ptr::null(),
-        )
-    })
-}
-
-/// Load a raw BTF blob (fixtures).
-pub fn btf_load(blob: &[u8]) -> io::Result<OwnedFd> {
-    // SAFETY: blob outlives the call; null opts is allowed.
-    owned(unsafe { sys::bpf_btf_load(blob.as_ptr().cast(), blob.len() as _, std::ptr::null_mut()) })
-}
-
-/// libbpf's own diagnostics go to one callback, so they land in the guard's log rather than
-/// on a bare stderr. Levels: 0 warn, 1 info, 2 debug (libbpf_print_level).
+/// libbpf's own diagnostics go to one sink, so they land in the guard's log rather than on a
+/// bare stderr. Levels: 0 warn, 1 info, 2 debug (libbpf_print_level).
 static PRINT_SINK: OnceLock<fn(u32, &str)> = OnceLock::new();
 
-unsafe extern "C" {
-    fn vsnprintf(
-        buf: *mut c_char,
-        n: usize,
-        fmt: *const c_char,
-        ap: *mut sys::__va_list_tag,
-    ) -> c_int;
-}
-
-unsafe extern "C" fn print_trampoline(
-    level: sys::libbpf_print_level,
-    fmt: *const c_char,
-    ap: *mut sys::__va_list_tag,
-) -> c_int {
-    let mut buf = [0 as c_char; 512];
-    // SAFETY: libbpf hands us a valid format string and its matching va_list.
-    let n = unsafe { vsnprintf(buf.as_mut_ptr(), buf.len(), fmt, ap) };
-    if n < 0 {
-        return n;
-    }
-    // SAFETY: vsnprintf always NUL-terminates within buf.
-    let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+fn forward_print(level: PrintLevel, text: String) {
     if let Some(sink) = PRINT_SINK.get() {
-        sink(level, text.trim_end());
+        sink(level as u32, text.trim_end());
     }
-    n
 }
 
 pub fn route_libbpf_prints(sink: fn(u32, &str)) {
     if PRINT_SINK.set(sink).is_ok() {
-        // SAFETY: the trampoline is a valid callback for the process lifetime.
-        unsafe {
-            sys::libbpf_set_print(Some(print_trampoline));
-        }
+        libbpf_rs::set_print(Some((PrintLevel::Debug, forward_print)));
     }
 }
 

@@ -7,14 +7,17 @@
 //! task holds which fd, and the file's `f_op` and `private_data` pointers; the caller compares
 //! those with the records of its own fds on the objects it cares about.
 
-use std::ffi::{CStr, CString};
 use std::io::{self, Read};
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 
-use libbpf_sys as sys;
+use libbpf_rs::btf::types::{Composite, Func, MemberAttr, Struct};
+use libbpf_rs::btf::{BtfKind, BtfType, TypeId};
+use libbpf_rs::libbpf_sys as sys;
+use libbpf_rs::Btf;
 
-use super::check;
+use super::{from_rs, owned};
 
 /// One open file. `tgid` is 0 for the files of the process reading the iterator, else the
 /// task's thread-group id in the initial pid namespace.
@@ -29,89 +32,46 @@ pub struct TaskFile {
 
 const RECORD: usize = 40;
 
-/// vmlinux BTF, freed on drop.
-struct Btf(*mut sys::btf);
-
-impl Drop for Btf {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from btf__load_vmlinux_btf and is freed once.
-        unsafe { sys::btf__free(self.0) }
-    }
+/// The id of a named type of one kind in the kernel's BTF.
+fn type_id<'b, K>(btf: &'b Btf<'_>, name: &str) -> io::Result<u32>
+where
+    K: TryFrom<BtfType<'b>> + std::ops::Deref<Target = BtfType<'b>>,
+{
+    btf.type_by_name::<K>(name)
+        .map(|t| u32::from(t.type_id()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("kernel BTF has no {name}"),
+            )
+        })
 }
 
-impl Btf {
-    fn vmlinux() -> io::Result<Btf> {
-        // SAFETY: returns an owned object or NULL (errno set).
-        let p = unsafe { sys::btf__load_vmlinux_btf() };
-        if p.is_null() {
-            return Err(io::Error::last_os_error());
+/// A type with typedefs and modifiers (const, volatile, restrict, type tags) followed.
+fn resolve(mut ty: BtfType<'_>) -> Option<BtfType<'_>> {
+    for _ in 0..16 {
+        if !ty.is_mod() && ty.kind() != BtfKind::Typedef {
+            return Some(ty);
         }
-        Ok(Btf(p))
+        ty = ty.next_type()?;
     }
+    None
+}
 
-    fn find(&self, name: &str, kind: u32) -> io::Result<u32> {
-        let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: self.0 is a live btf; c is NUL-terminated.
-        let id = unsafe { sys::btf__find_by_name_kind(self.0, c.as_ptr(), kind) };
-        check(id)
-            .map(|id| id as u32)
-            .map_err(|e| io::Error::new(e.kind(), format!("kernel BTF has no {name}: {e}")))
-    }
-
-    /// (kind, vlen, kflag, type) of a type, following typedefs and modifiers.
-    fn resolve(&self, mut id: u32) -> Option<(u32, *const sys::btf_type)> {
-        for _ in 0..16 {
-            // SAFETY: btf__type_by_id returns NULL or a pointer into the live btf.
-            let t = unsafe { sys::btf__type_by_id(self.0, id) };
-            if t.is_null() {
-                return None;
-            }
-            // SAFETY: t is valid.
-            let (info, next) = unsafe { ((*t).info, (*t).__bindgen_anon_1.type_) };
-            let kind = (info >> 24) & 0x1f;
-            match kind {
-                // typedef, volatile, const, restrict, type_tag
-                8 | 9 | 10 | 11 | 18 => id = next,
-                _ => return Some((kind, t)),
-            }
+/// Byte offset of a member of a struct or union, looking into anonymous structs and unions.
+fn member_offset(btf: &Btf<'_>, ty: u32, member: &str) -> Option<u32> {
+    let outer = Composite::try_from(resolve(btf.type_by_id(TypeId::from(ty))?)?).ok()?;
+    (0..outer.len()).find_map(|i| {
+        let m = outer.get(i)?;
+        let bits = match m.attr {
+            MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => offset,
+        };
+        match m.name {
+            None => member_offset(btf, u32::from(m.ty), member).map(|off| bits / 8 + off),
+            Some(n) if n.as_bytes() == member.as_bytes() => Some(bits / 8),
+            Some(_) => None,
         }
-        None
-    }
-
-    /// Byte offset of a member of a struct, looking into anonymous structs and unions.
-    fn member_offset(&self, struct_id: u32, member: &str) -> Option<u32> {
-        let (kind, t) = self.resolve(struct_id)?;
-        if kind != sys::BTF_KIND_STRUCT && kind != sys::BTF_KIND_UNION {
-            return None;
-        }
-        // SAFETY: t is a struct or union; `vlen` btf_member records follow it in memory.
-        unsafe {
-            let info = (*t).info;
-            let vlen = (info & 0xffff) as usize;
-            let kflag = info >> 31 == 1;
-            let members =
-                (t as *const u8).add(size_of::<sys::btf_type>()) as *const sys::btf_member;
-            for i in 0..vlen {
-                let m = &*members.add(i);
-                let bits = if kflag {
-                    m.offset & 0xff_ffff
-                } else {
-                    m.offset
-                };
-                if m.name_off == 0 {
-                    if let Some(off) = self.member_offset(m.type_, member) {
-                        return Some(bits / 8 + off);
-                    }
-                    continue;
-                }
-                let name = sys::btf__name_by_offset(self.0, m.name_off);
-                if !name.is_null() && CStr::from_ptr(name).to_bytes() == member.as_bytes() {
-                    return Some(bits / 8);
-                }
-            }
-        }
-        None
-    }
+    })
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -174,44 +134,45 @@ fn program(tgid_off: u32, comm_off: u32, f_op_off: u32, private_off: u32) -> Vec
     ]
 }
 
-fn owned(ret: i32) -> io::Result<OwnedFd> {
-    let fd = check(ret)?;
-    // SAFETY: a fresh fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Every open file of every task. Errors when the kernel lacks BTF or task_file iterators;
 /// the caller then falls back to /proc.
 pub fn task_files() -> io::Result<Vec<TaskFile>> {
-    let btf = Btf::vmlinux()?;
-    let file = btf.find("file", sys::BTF_KIND_STRUCT)?;
-    let task = btf.find("task_struct", sys::BTF_KIND_STRUCT)?;
-    let target = btf.find("bpf_iter_task_file", sys::BTF_KIND_FUNC)?;
-    let missing =
-        |what: &str| io::Error::new(io::ErrorKind::Unsupported, format!("kernel BTF: no {what}"));
-    let f_op = btf
-        .member_offset(file, "f_op")
-        .ok_or_else(|| missing("file.f_op"))?;
-    let private = btf
-        .member_offset(file, "private_data")
-        .ok_or_else(|| missing("file.private_data"))?;
-    let tgid = btf
-        .member_offset(task, "tgid")
-        .ok_or_else(|| missing("task_struct.tgid"))?;
-    let comm = btf
-        .member_offset(task, "comm")
-        .ok_or_else(|| missing("task_struct.comm"))?;
+    let btf = Btf::from_vmlinux().map_err(|e| {
+        let e = from_rs(e);
+        io::Error::new(e.kind(), format!("loading the kernel's BTF: {e}"))
+    })?;
+    let file = type_id::<Struct<'_>>(&btf, "file")?;
+    let task = type_id::<Struct<'_>>(&btf, "task_struct")?;
+    let target = type_id::<Func<'_>>(&btf, "bpf_iter_task_file")?;
+    let offset = |ty: u32, what: &str, member: &str| {
+        member_offset(&btf, ty, member).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("kernel BTF: no {what}.{member}"),
+            )
+        })
+    };
+    let f_op = offset(file, "file", "f_op")?;
+    let private = offset(file, "file", "private_data")?;
+    let tgid = offset(task, "task_struct", "tgid")?;
+    let comm = offset(task, "task_struct", "comm")?;
     if [f_op, private, tgid].iter().any(|o| *o > i16::MAX as u32) {
-        return Err(missing("member offsets that fit an instruction"));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "kernel BTF: member offsets that do not fit an instruction",
+        ));
     }
     let insns = program(tgid, comm, f_op, private);
 
-    // SAFETY: all-zero is the documented initial state of the opts structs.
-    let mut opts: sys::bpf_prog_load_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_load_opts>() as _;
-    opts.expected_attach_type = sys::BPF_TRACE_ITER;
-    opts.attach_btf_id = target;
-    // SAFETY: the instructions and strings outlive the call.
+    // Raw from here: libbpf-rs loads programs only from ELF objects (this one is built from
+    // instructions at run time), and makes links and iterators only for the programs it loaded.
+    let mut opts = sys::bpf_prog_load_opts {
+        sz: size_of::<sys::bpf_prog_load_opts>() as _,
+        expected_attach_type: sys::BPF_TRACE_ITER,
+        attach_btf_id: target,
+        ..Default::default()
+    };
+    // SAFETY: the instructions, strings and opts outlive the call.
     let prog = owned(unsafe {
         sys::bpf_prog_load(
             sys::BPF_PROG_TYPE_TRACING,
@@ -222,9 +183,10 @@ pub fn task_files() -> io::Result<Vec<TaskFile>> {
             &mut opts,
         )
     })?;
-    // SAFETY: as above.
-    let mut link_opts: sys::bpf_link_create_opts = unsafe { zeroed() };
-    link_opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
+    let link_opts = sys::bpf_link_create_opts {
+        sz: size_of::<sys::bpf_link_create_opts>() as _,
+        ..Default::default()
+    };
     // SAFETY: link_opts outlives the call.
     let link = owned(unsafe {
         sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_ITER, &link_opts)

@@ -2,6 +2,7 @@
 //! namespace), programs built from raw instructions with Calico's and other tools' exact names,
 //! planting of realistic stale state, and exact snapshots of what is left.
 
+pub mod bpf;
 pub mod plant;
 pub mod progs;
 pub mod sandbox;

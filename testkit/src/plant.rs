@@ -4,21 +4,23 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use calico_bpf_guard::kernel::bpf::{self, Target};
+use calico_bpf_guard::kernel::bpf::Target;
 use calico_bpf_guard::kernel::netlink::Rtnl;
 use calico_bpf_guard::names;
+use libbpf_rs::{Xdp, XdpFlags};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
+use crate::bpf;
 use crate::progs::{self, SCHED_CLS, SOCK_ADDR, XDP};
 
 pub use calico_bpf_guard::kernel::bpf::{
@@ -87,19 +89,24 @@ pub fn link(
 fn keep(fd: OwnedFd, pin: Option<&Path>) -> Result<Option<OwnedFd>> {
     match pin {
         Some(p) => {
-            if let Some(dir) = p.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            bpf::obj_pin(fd.as_fd(), p).with_context(|| format!("pinning {}", p.display()))?;
+            pin_at(fd.as_fd(), p)?;
             Ok(None)
         }
         None => Ok(Some(fd)),
     }
 }
 
+/// Pin an object, making the directories above it.
+fn pin_at(fd: BorrowedFd<'_>, p: &Path) -> Result<()> {
+    if let Some(dir) = p.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    bpf::obj_pin(fd, p).with_context(|| format!("pinning {}", p.display()))
+}
+
 pub fn pin_map(path: &Path, name: &str) -> Result<()> {
     let m = progs::map(name).with_context(|| format!("creating map {name}"))?;
-    keep(m, Some(path)).map(drop)
+    pin_at(m.as_fd(), path)
 }
 
 pub fn pin_prog(path: &Path, prog_type: u32, name: &str, hook: u32) -> Result<()> {
@@ -184,7 +191,8 @@ pub fn clsact(dev: impl AsRef<[u8]>) -> Result<()> {
 
 pub fn xdp(ifname: &str, prog_name: &str, mode: u32) -> Result<()> {
     let prog = progs::load_for_hook(XDP, prog_name, 0, false)?;
-    bpf::xdp_attach(ifindex(ifname)?, prog.as_fd(), mode)
+    Xdp::new(prog.as_fd())
+        .attach(ifindex(ifname)? as i32, XdpFlags::from_bits_retain(mode))
         .with_context(|| format!("XDP {prog_name} on {ifname}"))
 }
 

@@ -2,20 +2,26 @@
 //! tools use: no clang, no ELF. Optionally with BTF, so the program carries its full name.
 
 use std::io;
+use std::mem::size_of;
 use std::os::fd::{AsFd, OwnedFd};
 
-use calico_bpf_guard::kernel::bpf;
+use libbpf_rs::libbpf_sys as sys;
+use libbpf_rs::{MapHandle, MapType};
+
+use crate::bpf;
 
 pub use calico_bpf_guard::kernel::bpf::{
     PROG_TYPE_CGROUP_SOCK_ADDR as SOCK_ADDR, PROG_TYPE_SCHED_CLS as SCHED_CLS, PROG_TYPE_XDP as XDP,
 };
-pub const CGROUP_SKB: u32 = libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB;
-pub const CGROUP_DEVICE: u32 = libbpf_sys::BPF_PROG_TYPE_CGROUP_DEVICE;
+pub const CGROUP_SKB: u32 = sys::BPF_PROG_TYPE_CGROUP_SKB;
+pub const CGROUP_DEVICE: u32 = sys::BPF_PROG_TYPE_CGROUP_DEVICE;
+pub const SOCK_OPS: u32 = sys::BPF_PROG_TYPE_SOCK_OPS;
 
-pub const ATTACH_INGRESS: u32 = libbpf_sys::BPF_CGROUP_INET_INGRESS;
-pub const ATTACH_EGRESS: u32 = libbpf_sys::BPF_CGROUP_INET_EGRESS;
-pub const ATTACH_DEVICE: u32 = libbpf_sys::BPF_CGROUP_DEVICE;
-pub const ATTACH_XDP: u32 = libbpf_sys::BPF_XDP;
+pub const ATTACH_INGRESS: u32 = sys::BPF_CGROUP_INET_INGRESS;
+pub const ATTACH_EGRESS: u32 = sys::BPF_CGROUP_INET_EGRESS;
+pub const ATTACH_DEVICE: u32 = sys::BPF_CGROUP_DEVICE;
+pub const ATTACH_SOCK_OPS: u32 = sys::BPF_CGROUP_SOCK_OPS;
+pub const ATTACH_XDP: u32 = sys::BPF_XDP;
 
 /// `mov r0, imm; exit`.
 fn return_imm(imm: i32) -> [u64; 2] {
@@ -97,6 +103,11 @@ pub fn load_for_hook(
     load(prog_type, name, expected, btf)
 }
 
-pub fn map(name: &str) -> io::Result<OwnedFd> {
-    bpf::map_create(name)
+/// A small array map (Calico's and other tools' pinned maps).
+pub fn map(name: &str) -> io::Result<MapHandle> {
+    let opts = sys::bpf_map_create_opts {
+        sz: size_of::<sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    MapHandle::create(MapType::Array, Some(name), 4, 4, 1, &opts).map_err(io::Error::other)
 }

@@ -28,7 +28,7 @@ fn cgroup_hooks() -> impl Iterator<Item = (u32, &'static str)> {
             (progs::ATTACH_INGRESS, "ingress"),
             (progs::ATTACH_EGRESS, "egress"),
             (progs::ATTACH_DEVICE, "device"),
-            (libbpf_sys::BPF_CGROUP_SOCK_OPS, "sock_ops"),
+            (crate::progs::ATTACH_SOCK_OPS, "sock_ops"),
         ])
 }
 
