@@ -117,3 +117,11 @@ pub fn link_create(
     // SAFETY: opts lives across the call.
     owned(unsafe { sys::bpf_link_create(prog.as_raw_fd(), raw(target), attach_type, &opts) })
 }
+
+/// Attach a program to a raw tracepoint: a link of a type the guard leaves to others.
+pub fn raw_tracepoint_open(tracepoint: &str, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let c = CString::new(tracepoint)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    // SAFETY: c is a valid NUL-terminated name.
+    owned(unsafe { sys::bpf_raw_tracepoint_open(c.as_ptr(), prog.as_raw_fd()) })
+}

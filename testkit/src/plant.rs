@@ -225,6 +225,13 @@ pub fn tcx_attach(ifname: &str, hook: u32, prog_name: &str) -> Result<()> {
         .with_context(|| format!("tcx attach {prog_name} on {ifname}"))
 }
 
+/// A raw tracepoint link, a link type the guard never removes: the returned fd keeps it.
+pub fn raw_tracepoint_link(tracepoint: &str, prog_name: &str) -> Result<OwnedFd> {
+    let prog = progs::load(progs::RAW_TRACEPOINT, prog_name, 0, false)?;
+    bpf::raw_tracepoint_open(tracepoint, prog.as_fd())
+        .with_context(|| format!("raw tracepoint {prog_name} on {tracepoint}"))
+}
+
 /// Stale Calico state as a 3.28/3.29 node leaves it, beside other tools' objects: the
 /// cgroup and bpffs half.
 pub fn calico_host(bpffs: &Path, cgroup: &Path) -> Result<()> {

@@ -16,6 +16,7 @@ pub use calico_bpf_guard::kernel::bpf::{
 pub const CGROUP_SKB: u32 = sys::BPF_PROG_TYPE_CGROUP_SKB;
 pub const CGROUP_DEVICE: u32 = sys::BPF_PROG_TYPE_CGROUP_DEVICE;
 pub const SOCK_OPS: u32 = sys::BPF_PROG_TYPE_SOCK_OPS;
+pub const RAW_TRACEPOINT: u32 = sys::BPF_PROG_TYPE_RAW_TRACEPOINT;
 
 pub const ATTACH_INGRESS: u32 = sys::BPF_CGROUP_INET_INGRESS;
 pub const ATTACH_EGRESS: u32 = sys::BPF_CGROUP_INET_EGRESS;
