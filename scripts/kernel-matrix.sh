@@ -13,7 +13,7 @@
 # updates) with a private apt state, downloaded once and cached under target/kernel-matrix.
 #
 # Usage: scripts/kernel-matrix.sh [host|bullseye|bookworm|trixie ...]   (default: all four)
-# Env:   KM_TIMEOUT per guest (default 15m), KM_MEM guest memory (default 4G),
+# Env:   KM_TIMEOUT per guest (default 20m), KM_MEM guest memory (default 4G),
 #        KM_REFRESH=1 refreshes the apt lists now (otherwise at most once a day),
 #        KM_GUEST_FILTER nextest filterset for guests (default: all but ownership_props).
 # Needs root, qemu-system-x86, busybox-static, kmod, cpio, zstd (scripts/install-deps.sh matrix).
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 km=$repo/target/kernel-matrix
-timeout_guest=${KM_TIMEOUT:-15m}
+timeout_guest=${KM_TIMEOUT:-20m}
 mem=${KM_MEM:-4G}
 # ownership_props is pure property testing (thousands of cases, no kernel call): the same on
 # every kernel and the slowest binary under TCG by far, so guests leave it to the host row.
@@ -181,6 +181,9 @@ EOF
     return "$rc"
 }
 
+# How nextest marks a test that did not pass.
+fail_re='(FAIL|TIMEOUT|SIG[A-Z]+|ABORT|LEAK-FAIL)'
+
 fmt_time() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
 declare -a table
@@ -223,6 +226,11 @@ row() {
         failed=$(($(count "$summary" failed) + $(count "$summary" 'timed out')))
         skipped=$(count "$summary" skipped)
         [ $((total - run)) -gt "$skipped" ] && skipped=$((total - run))
+    elif [ -s "$res/nextest.log" ]; then
+        # No summary (the guest timed out or died): what finished so far, marked as partial.
+        passed=$(grep -cE '^ +PASS \[' "$res/nextest.log" || true)
+        failed=$(grep -cE "^ +$fail_re \[" "$res/nextest.log" || true)
+        run="$((passed + failed))+"
     fi
     [ -f "$res/demo.rc" ] && { [ "$(cat "$res/demo.rc")" = 0 ] && demo=ok || demo=failed; }
     if [ "$status" = ok ]; then
@@ -244,9 +252,9 @@ row() {
     echo "kernel-matrix: $kernel: $run tests run, $passed passed, $failed failed, $skipped skipped, $(fmt_time "$secs") (${phases:-no phases}), demo $demo: $status"
     if [ "$status" != ok ]; then
         failed_rows=$((failed_rows + 1))
-        # nextest lists every failed test after its summary line.
-        sed -n '/^ *Summary \[/,$p' "$res/nextest.log" 2>/dev/null |
-            grep -E '^ +(FAIL|TIMEOUT|SIG[A-Z]+|ABORT|LEAK-FAIL|FLAKY)' | sed 's/^ */    /' || true
+        # nextest lists every failed test after its summary line (without one: as they ended).
+        if [ -n "$summary" ]; then sed -n '/^ *Summary \[/,$p' "$res/nextest.log"; else cat "$res/nextest.log"; fi 2>/dev/null |
+            grep -E "^ +$fail_re \[" | sed 's/^ */    /' || true
         [ "$demo" = failed ] && { echo "    demo:" && tail -n 5 "$res/demo.log" | sed 's/^/      /'; }
         [ -f "$res/console.log" ] && [ -z "$summary" ] &&
             { echo "    console (last lines):" && tail -n 15 "$res/console.log" | sed 's/^/      /'; }
