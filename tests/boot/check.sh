@@ -58,6 +58,32 @@ guard_before_kubelet() {
   [ "$exited" -gt 0 ] && [ "$started" -gt "$exited" ]
 }
 
+# Directives of the unit that a systemd the boot test boots may predate, with the version that
+# added each. Such a systemd warns "Unknown key name" and ignores the directive; the guard runs
+# with the rest of its sandbox. Debian 11's systemd 247 lacks PrivateIPC= (248).
+NEWER_DIRECTIVES="PrivateIPC:248"
+# systemd-analyze verify prints nothing, or only "Unknown key name" for a directive above that is
+# newer than the running systemd.
+verify_clean() {
+  local out line key added systemd_version rc=0
+  systemd_version=$(systemctl --version | awk 'NR == 1 { print $2 }')
+  out=$(systemd-analyze verify --man=no $GUARD 2>&1)
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    if [[ $line =~ Unknown\ key\ name\ \'([A-Za-z]+)\' ]]; then
+      key=${BASH_REMATCH[1]}
+      added=$(tr ' ' '\n' <<<"$NEWER_DIRECTIVES" | sed -n "s/^$key://p")
+      if [ -n "$added" ] && [ "$systemd_version" -lt "$added" ]; then
+        say "    systemd $systemd_version ignores $key= (added in $added)"
+        continue
+      fi
+    fi
+    say "    $line"
+    rc=1
+  done <<<"$out"
+  return $rc
+}
+
 verify() {
   local out rc
   out=$("$TESTKIT" verify --bpffs $BPFFS --cgroup $CGROUP --expect "$1" 2>&1)
@@ -90,8 +116,8 @@ check "check exits 0 on the swept node" calico-bpf-guard check
 check "the packaged unit is enabled" [ "$(systemctl is-enabled $GUARD)" = enabled ]
 # A oneshot's start timeout is infinite unless set, and kubelet waits for this unit.
 check "the unit's start timeout is finite (5 min)" [ "$(prop $GUARD TimeoutStartUSec)" = 5min ]
-check "systemd-analyze verify prints nothing for the installed unit" \
-  [ -z "$(systemd-analyze verify --man=no $GUARD 2>&1)" ]
+check "systemd-analyze verify prints nothing for the installed unit (but directives this systemd predates)" \
+  verify_clean
 say "    guard run time at boot: $(($(prop $GUARD ExecMainExitTimestampMonotonic) - \
   $(prop $GUARD ExecMainStartTimestampMonotonic))) us"
 

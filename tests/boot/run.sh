@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# make boot-test: boot a Debian 12 rootfs with systemd as PID 1 in systemd-nspawn, the built .deb
+# make boot-test: boot a Debian rootfs with systemd as PID 1 in systemd-nspawn, the built .deb
 # installed, stale Calico state planted before the guard, a kubelet stand-in, and check.sh after
 # kubelet. The container's exit status (check.sh's `systemctl exit`) is the result.
+#
+# SUITE=bookworm (Debian 12, systemd 252, glibc 2.36; the default) or SUITE=bullseye (Debian 11,
+# systemd 247, glibc 2.31): make boot-test runs both, one after the other.
 #
 # Before the boot, on the host: the .deb enabled the unit when installed into the rootfs, and the
 # .rpm's scriptlets enable it through the preset (and disable it on erase) in a copy of the
 # rootfs set up like an RPM distribution, where units are disabled unless a preset says otherwise.
 #
 # Needs root, mmdebstrap, systemd-nspawn and rpm (scripts/install-deps.sh package), the .deb and
-# .rpm in target/packages/ and target/release/calico-bpf-testkit (make boot-test builds them;
-# TESTKIT=PATH uses another build of the test kit).
+# .rpm in target/packages/ and the test kit built for glibc 2.17 like the package, so it runs on
+# either suite: target/zig/<arch>-unknown-linux-gnu/release/calico-bpf-testkit (make boot-test
+# builds them all; TESTKIT=PATH uses another build of the test kit).
 #
-# The base rootfs is cached in target/boot-cache/, keyed by everything that goes into it; a
-# cached run takes seconds. Every mount, cgroup and temporary directory is removed on exit.
+# Each suite's base rootfs is cached in target/boot-cache/, keyed by everything that goes into
+# it; a cached run takes seconds. Every mount, cgroup and temporary directory is removed on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cd "$repo"
 
-suite=bookworm
+suite=${SUITE:-bookworm}
+case $suite in
+  bookworm | bullseye) ;;
+  *) echo "boot test: SUITE=$suite: bookworm or bullseye" >&2; exit 2 ;;
+esac
 mirrors=("deb http://deb.debian.org/debian $suite main"
          "deb http://deb.debian.org/debian-security $suite-security main")
-# systemd to boot; libelf1 and zlib1g for the test kit; iproute2 because the test kit plants its
-# interface with ip(8); perl-base (in minbase) runs bpf-holder.pl.
-packages=systemd,libelf1,zlib1g,iproute2
+# systemd to boot; iproute2 because the test kit plants its interface with ip(8); perl-base (in
+# minbase) runs bpf-holder.pl. The guard and the test kit need no library but the C runtime.
+packages=systemd,iproute2
 boot_timeout=${BOOT_TIMEOUT:-300}
 
 [ "$(id -u)" = 0 ] || { echo "boot test: needs root" >&2; exit 1; }
@@ -33,10 +41,10 @@ done
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 deb=$(ls target/packages/calico-bpf-guard_"$version"_*.deb 2>/dev/null | head -n1)
 rpm=$(ls target/packages/calico-bpf-guard-"$version"-*.rpm 2>/dev/null | head -n1)
-testkit=${TESTKIT:-target/release/calico-bpf-testkit}
+testkit=${TESTKIT:-target/zig/$(uname -m)-unknown-linux-gnu/release/calico-bpf-testkit}
 [ -n "$deb" ] || { echo "boot test: no target/packages/calico-bpf-guard_${version}_*.deb (make deb)" >&2; exit 1; }
 [ -n "$rpm" ] || { echo "boot test: no target/packages/calico-bpf-guard-${version}-*.rpm (make rpm)" >&2; exit 1; }
-[ -x "$testkit" ] || { echo "boot test: no $testkit (cargo build --release -p calico-bpf-testkit)" >&2; exit 1; }
+[ -x "$testkit" ] || { echo "boot test: no $testkit (make boot-test builds it)" >&2; exit 1; }
 
 start=$(date +%s)
 pass=0
@@ -53,20 +61,21 @@ hcheck() {
 # --- base rootfs, cached -----------------------------------------------------------------------
 mmdebstrap_args=(--variant=minbase --include="$packages" "$suite")
 key=$(printf '%s\n' "${mmdebstrap_args[@]}" "${mirrors[@]}" | sha256sum | cut -c1-16)
-cache=target/boot-cache/rootfs-$key.tar
+cache=target/boot-cache/rootfs-$suite-$key.tar
 if [ ! -f "$cache" ]; then
   echo "boot test: building the Debian $suite rootfs ($packages) into $cache"
   mkdir -p target/boot-cache
   rm -rf "$cache.part"
   mmdebstrap --quiet --format=tar "${mmdebstrap_args[@]}" "$cache.part" "${mirrors[@]}"
-  # Only one base rootfs is worth keeping.
-  find target/boot-cache -name 'rootfs-*.tar' ! -name "rootfs-$key.tar" -delete
+  # Only one base rootfs per suite is worth keeping (and none in the old unsuffixed naming).
+  find target/boot-cache \( -name "rootfs-$suite-*.tar" -o -regex '.*/rootfs-[0-9a-f]*\.tar' \) \
+    ! -name "rootfs-$suite-$key.tar" -delete
   mv "$cache.part" "$cache"
 fi
 
 # --- cleanup -------------------------------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/calico-bpf-guard-boot.XXXXXX")
-machine=cbg-boot-$$
+machine=cbg-boot-$suite-$$
 cg2=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
 cg=${cg2:+$cg2/calico-bpf-guard-boot-$$}
 cleanup() {
@@ -103,6 +112,8 @@ done
 rpmroot=$tmp/rpmroot
 mkdir -p "$rpmroot"
 tar --numeric-owner -xpf "$cache" -C "$rpmroot"
+# (bullseye's systemd keeps its own presets in /lib, so /usr/lib's directory may not exist yet.)
+mkdir -p "$rpmroot/usr/lib/systemd/system-preset"
 echo 'disable *' >"$rpmroot/usr/lib/systemd/system-preset/99-default-disable.preset"
 rpm_links() {
   local wants
@@ -139,7 +150,7 @@ mount -t bpf bpf "$tmp/bpffs"
 mkdir "$cg"
 
 console=$tmp/console.log
-echo "boot test: booting $(basename "$deb") in systemd-nspawn (timeout ${boot_timeout}s)"
+echo "boot test: booting Debian $suite with $(basename "$deb") in systemd-nspawn (timeout ${boot_timeout}s)"
 set +e
 (
   echo "$BASHPID" >"$cg/cgroup.procs"
@@ -177,7 +188,7 @@ if [ "$status" -ne 0 ] || [ "$fail" -ne 0 ]; then
     124|137) why="the boot timed out after ${boot_timeout}s" ;;
     *) why="the container exited $status" ;;
   esac
-  echo "boot test: FAILED: $why (${elapsed}s)"
+  echo "boot test ($suite): FAILED: $why (${elapsed}s)"
   echo "--- console (last 60 lines)"
   tail -n 60 "$console"
   for unit in calico-bpf-testkit-plant.service:20 calico-bpf-guard.service:40 kubelet.service:10; do
@@ -189,5 +200,5 @@ if [ "$status" -ne 0 ] || [ "$fail" -ne 0 ]; then
   echo "$pass passed, $fail failed"
   exit 1
 fi
-echo "boot test: passed in ${elapsed}s"
+echo "boot test ($suite): passed in ${elapsed}s"
 echo "$pass passed, $fail failed"
