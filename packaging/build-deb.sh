@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . packaging/version.sh
+# The shipped binary is built by cargo-zigbuild with zig (debian/rules, rpm/calico-bpf-guard.spec).
+if ! command -v cargo-zigbuild >/dev/null ||
+  ! { command -v zig >/dev/null || python3 -m ziglang version >/dev/null 2>&1; }; then
+  echo "make deb: cargo-zigbuild or zig is missing (scripts/install-deps.sh package)" >&2
+  exit 1
+fi
 
 work=$PWD/target/deb
 out=$PWD/target/packages
