@@ -187,7 +187,7 @@ fn netkit_pin_family() {
     let (can_make_netkit, links) = sb
         .netns()
         .enter(|| {
-            let netkit = sb_batch("link add nk0 type netkit\n").is_ok();
+            let netkit = plant::netkit("nk0").is_ok();
             sb_batch("link add calink0 type veth peer name calink0p\n")?;
             let primary = nk.join("calink0_primary");
             match plant::tcx_link("calink0", TCX_INGRESS, "cali_tc_preambl", Some(&primary)) {

@@ -15,6 +15,7 @@ use calico_bpf_guard::kernel::netlink::Rtnl;
 use calico_bpf_guard::names;
 use libbpf_rs::{Xdp, XdpFlags};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
@@ -181,6 +182,25 @@ pub fn tc_filter(
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .with_context(|| format!("adding tc filter {prog_name} on {}", names::escape(ifname)))?;
+    Ok(())
+}
+
+/// A netkit device (6.7+, CONFIG_NETKIT), made over rtnetlink: iproute2 knows `type netkit`
+/// only from 6.7, older than the kernels that have it on some machines. Err when the kernel
+/// cannot make one.
+pub fn netkit(name: &str) -> Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.into()));
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Netkit,
+        )]));
+    Rtnl::open()?
+        .request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .with_context(|| format!("adding netkit device {name}"))?;
     Ok(())
 }
 
