@@ -1,7 +1,7 @@
 //! Fault injection into the real binary, for tests (cargo feature `failpoints`). Set with the
 //! `FAILPOINTS` environment variable, e.g. `FAILPOINTS='apply-step=return(tc filter)'` fails
-//! every step of that kind, `after-plan=sleep(500)` pauses between scan and apply so a test can
-//! make objects vanish, `task-files=return` sends the interlock to its /proc fallback. Without
+//! every step of that kind, `after-plan=return(<gate>)` pauses between scan and apply until a
+//! test opens the gate, so it can make objects vanish, `task-files=return` sends the interlock to its /proc fallback. Without
 //! the feature they are no-ops the compiler removes.
 
 use crate::plan::Step;
@@ -82,8 +82,30 @@ pub fn rescan_fails() -> Option<String> {
     None
 }
 
-/// The pause (or any other action) configured between planning and applying.
+/// The pause (or any other action) configured between planning and applying. With
+/// `after-plan=return(<gate>)` the guard creates `<gate>.paused` once it has planned and waits
+/// until `<gate>` exists: a test changes the kernel's state in between and then opens the gate,
+/// however slow the machine (a timed pause lost that race under an emulator).
 pub fn after_plan() {
     #[cfg(feature = "failpoints")]
-    fail::fail_point!("after-plan");
+    fail::fail_point!("after-plan", |gate: Option<String>| {
+        if let Some(gate) = gate {
+            wait_at(std::path::Path::new(&gate));
+        }
+    });
+}
+
+#[cfg(feature = "failpoints")]
+fn wait_at(gate: &std::path::Path) {
+    let mut paused = gate.as_os_str().to_owned();
+    paused.push(".paused");
+    if let Err(e) = std::fs::write(&paused, "") {
+        eprintln!("after-plan: cannot write {}: {e}", gate.display());
+        return;
+    }
+    // A test that died never opens the gate: give up after a while rather than hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !gate.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

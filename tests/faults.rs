@@ -173,7 +173,7 @@ fn objects_that_vanish_after_the_scan_are_already_gone() {
     plant::attach(&pod, SOCK_ADDR, "calico_connect_v6", CONNECT6, 0, false).expect("attaching");
     let before = sb.snapshot();
     let connect4 = prog_on(&sb, CONNECT4);
-    let child = paused_sweep(&sb);
+    let paused = paused_sweep(&sb);
 
     // A pin unlinked, an exclusive program detached (and so freed), a cgroup removed, a filter
     // deleted, XDP detached, the device pair deleted.
@@ -205,7 +205,7 @@ fn objects_that_vanish_after_the_scan_are_already_gone() {
     ns.ip(&["link", "del", "bpfin.cali"])
         .expect("deleting the device");
 
-    let out = child.wait_with_output().expect("guard output");
+    let out = paused.resume();
     assert_eq!(code(&out), 0, "{}", show(&out));
     let report = json(&out);
     let gone: Vec<(String, String)> = with_result(&report, "already-gone");
@@ -247,7 +247,7 @@ fn exclusive_slot_taken_over_meanwhile_is_kept() {
     };
     let before = sb.snapshot();
     let connect4 = prog_on(&sb, CONNECT4);
-    let child = paused_sweep(&sb);
+    let paused = paused_sweep(&sb);
 
     // Keep the Calico program loaded (the guard can still open it by id), take it off the slot
     // and put another tool's exclusive program there.
@@ -266,7 +266,7 @@ fn exclusive_slot_taken_over_meanwhile_is_kept() {
     )
     .expect("attaching the foreign program");
 
-    let out = child.wait_with_output().expect("guard output");
+    let out = paused.resume();
     drop(calico);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let report = json(&out);

@@ -54,7 +54,7 @@ fn filter_swapped_between_scan_and_apply_is_kept() {
         .unwrap();
     sb.set_mode(Some("iptables")).unwrap();
     let before = sb.snapshot();
-    let child = paused_sweep(&sb);
+    let paused = paused_sweep(&sb);
     sb.netns()
         .enter(|| {
             calico_bpf_testkit::sandbox::run(
@@ -64,7 +64,7 @@ fn filter_swapped_between_scan_and_apply_is_kept() {
             plant::tc_filter("cali5", INGRESS, 1, 1, ETH_P_ALL, "cil_from_contai")
         })
         .expect("swapping the ingress filter");
-    let out = child.wait_with_output().expect("guard output");
+    let out = paused.resume();
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     let report = json(&out);
     assert_eq!(

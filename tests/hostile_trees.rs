@@ -404,10 +404,10 @@ fn a_pin_swapped_between_scan_and_apply_is_kept() {
     sb.set_mode(Some("iptables")).unwrap();
     let before = sb.snapshot();
 
-    let guard = paused_sweep(&sb);
+    let paused = paused_sweep(&sb);
     fs::remove_file(g.join("cali_v4_ct3")).unwrap();
     plant::pin_map(&g.join("cali_v4_ct3"), "cilium_calls").unwrap();
-    let out = guard.wait_with_output().unwrap();
+    let out = paused.resume();
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let report = json(&out);
     let kept: Vec<&serde_json::Value> = report["objects"]

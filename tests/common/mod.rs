@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,8 +79,24 @@ pub fn json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
 
+/// A sweep paused between scan and apply (the `after-plan` failpoint's gate), for a test to
+/// change the kernel's state in between.
+pub struct Paused {
+    child: Child,
+    gate: PathBuf,
+}
+
+impl Paused {
+    /// Open the gate and wait for the sweep to finish.
+    pub fn resume(self) -> Output {
+        fs::write(&self.gate, "").expect("opening the gate");
+        self.child.wait_with_output().expect("guard output")
+    }
+}
+
 /// Start a sweep that pauses between scan and apply, and return once it is paused.
-pub fn paused_sweep(sb: &Sandbox) -> Child {
+pub fn paused_sweep(sb: &Sandbox) -> Paused {
+    let gate = sb.dir.path.join("after-plan.gate");
     let mut child = Command::new("nsenter")
         .arg(format!("--net={}", sb.netns().path().display()))
         .arg("--")
@@ -88,24 +104,20 @@ pub fn paused_sweep(sb: &Sandbox) -> Child {
         .arg("--config")
         .arg(&sb.config)
         .args(["sweep", "--json"])
-        .env("FAILPOINTS", "after-plan=sleep(1500)")
+        .env(
+            "FAILPOINTS",
+            format!("after-plan=return({})", gate.display()),
+        )
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the guard");
-    // nsenter execs the guard in place, so the child's pid is the guard's. The guard sleeps
-    // nowhere before the failpoint (the lock is free), so the first nanosleep is the pause.
-    let syscall = format!("/proc/{}/syscall", child.id());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = fs::read_to_string(&syscall).unwrap_or_default();
-        let nr = now.split(' ').next().unwrap_or("");
-        // x86_64: 35 nanosleep, 230 clock_nanosleep.
-        if nr == "35" || nr == "230" {
-            return child;
-        }
+    let paused = gate.with_extension("gate.paused");
+    // Generous: a guard under an emulated CPU takes seconds to scan.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !paused.exists() {
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
             let out = child.wait_with_output().expect("guard output");
@@ -115,6 +127,7 @@ pub fn paused_sweep(sb: &Sandbox) -> Child {
                 stderr(&out)
             );
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    Paused { child, gate }
 }
