@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::statfs::{statfs, BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC};
 
 /// The filesystem type at a path, as far as the guard cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,19 +15,6 @@ pub enum FsKind {
     Bpffs,
     Cgroup2,
     Other,
-}
-
-/// ENOENT when the path does not exist.
-pub fn fs_kind(path: &Path) -> io::Result<FsKind> {
-    let st = statfs(path).map_err(io::Error::from)?;
-    let t = st.filesystem_type();
-    Ok(if t == BPF_FS_MAGIC {
-        FsKind::Bpffs
-    } else if t == CGROUP2_SUPER_MAGIC {
-        FsKind::Cgroup2
-    } else {
-        FsKind::Other
-    })
 }
 
 /// Mount points of every cgroup2 mount in /proc/self/mountinfo, in table order.
