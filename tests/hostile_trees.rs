@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use calico_bpf_guard::kernel::bpf::Target;
 use calico_bpf_testkit::progs::SOCK_ADDR;
@@ -301,26 +301,6 @@ fn paths_longer_than_path_max_are_swept() {
     assert_removed_exactly(&before, &sb.snapshot(), &removed);
 }
 
-/// The guard as the shipped unit runs it: CAP_SYS_ADMIN and CAP_NET_ADMIN only, so no
-/// CAP_DAC_OVERRIDE: a directory closed to root's group and others is closed to it too.
-fn guard_with_unit_caps(sb: &Sandbox, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net={}", sb.netns().path().display()))
-        .args([
-            "--",
-            "setpriv",
-            "--inh-caps=-all",
-            "--bounding-set=-all,+sys_admin,+net_admin",
-            "--",
-        ])
-        .arg(GUARD)
-        .arg("--config")
-        .arg(&sb.config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn close_to_others(dir: &Path) {
     chown(dir, Some(65534), Some(65534)).unwrap();
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
@@ -357,14 +337,14 @@ fn an_unreadable_delegated_cgroup_costs_a_warning_not_the_sweep() {
     close_to_others(&delegated);
     let before = sb.snapshot();
 
-    let out = guard_with_unit_caps(&sb, &["sweep", "--json"]);
+    let out = guard_with_unit_caps(&sb, &[], &["sweep", "--json"], &[]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     assert_named(&out, &delegated, "not inspected: Permission denied");
     let mut removed: Vec<&str> = plant::CALICO_HOST.to_vec();
     removed.push("cgroup sibling connect6 calico_connect_ multi");
     assert_removed_exactly(&before, &sb.snapshot(), &removed);
 
-    let check = guard_with_unit_caps(&sb, &["check"]);
+    let check = guard_with_unit_caps(&sb, &[], &["check"], &[]);
     assert_eq!(code(&check), 2, "{}", stdout(&check));
 }
 
@@ -380,7 +360,7 @@ fn an_unreadable_tc_directory_is_named_and_the_rest_swept() {
     close_to_others(&tc);
     let before = sb.snapshot();
 
-    let out = guard_with_unit_caps(&sb, &["sweep", "--json"]);
+    let out = guard_with_unit_caps(&sb, &[], &["sweep", "--json"], &[]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     assert_named(&out, &tc, "not inspected: Permission denied");
     let removed: Vec<&str> = plant::CALICO_HOST

@@ -56,31 +56,23 @@ fn a_live_holder_refuses_the_sweep_until_forced() {
     drop(held);
 }
 
-/// The guard as the shipped unit runs it: CAP_SYS_ADMIN and CAP_NET_ADMIN, no CAP_SYS_PTRACE,
-/// and a /proc that lists only the processes it may ptrace. (`ProtectProc=invisible` alone
-/// still lists every process to group root, the proc mount's default `gid=`; with another
-/// `gid=` the privileged ones vanish: the strictest view the guard may be given.)
+/// The guard as the shipped unit runs it, with a /proc that lists only the processes it may
+/// ptrace. (`ProtectProc=invisible` alone still lists every process to group root, the proc
+/// mount's default `gid=`; with another `gid=` the privileged ones vanish: the strictest view
+/// the guard may be given.)
 fn guard_without_ptrace(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"mount -t proc -o hidepid=invisible,gid=65534 proc /proc && exec "$@""#)
-        .arg("sh")
-        .arg("nsenter")
-        .arg(format!("--net={}", sb.netns().path().display()))
-        .args([
-            "--",
-            "setpriv",
-            "--inh-caps=-all",
-            "--bounding-set=-all,+sys_admin,+net_admin",
-            "--",
-        ])
-        .arg(GUARD)
-        .arg("--config")
-        .arg(&sb.config)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+    let private_proc = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        r#"mount -t proc -o hidepid=invisible,gid=65534 proc /proc && exec "$@""#,
+        "sh",
+    ];
+    guard_with_unit_caps(sb, &private_proc, args, env)
 }
 
 /// Without CAP_SYS_PTRACE, /proc hides the fds of a more privileged process (a live Felix is

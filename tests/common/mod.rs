@@ -61,6 +61,36 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The guard as the shipped unit runs it, in the sandbox's network namespace: CAP_SYS_ADMIN and
+/// CAP_NET_ADMIN only (no CAP_DAC_OVERRIDE, no CAP_SYS_PTRACE). `wrap` goes in front (a
+/// command that prepares the world and execs the rest).
+pub fn guard_with_unit_caps(
+    sb: &Sandbox,
+    wrap: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut argv = wrap.to_vec();
+    argv.push("nsenter");
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..])
+        .arg(format!("--net={}", sb.netns().path().display()))
+        .args([
+            "--",
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all,+sys_admin,+net_admin",
+            "--",
+        ])
+        .arg(GUARD)
+        .arg("--config")
+        .arg(&sb.config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running the guard")
+}
+
 /// Run the guard and demand an exit code, showing its output when it differs.
 pub fn guard_ok(sb: &Sandbox, args: &[&str], want: i32) -> Output {
     let out = sb.guard(args);
