@@ -31,15 +31,17 @@ struct Cli {
 enum Command {
     /// Remove stale Calico eBPF objects if the mode file says eBPF is off (the unit's command)
     ///
-    /// Exit 0: done or nothing to do; 1: something Calico-owned could not be removed, or the
-    /// sweep was refused because a running process holds Calico eBPF objects; 78: invalid
-    /// config or mode file (nothing touched). With `metrics_file` in the config, a sweep (not a
-    /// dry run) writes its Prometheus metrics there.
+    /// Exit 0: done or nothing to do; 1: something Calico-owned could not be removed, a place
+    /// could not be inspected, or the sweep was refused because a running process holds objects
+    /// it would remove (or, without the task_file iterator and CAP_SYS_PTRACE, the guard cannot
+    /// tell); 78: invalid config or mode file (nothing touched). With `metrics_file` in the
+    /// config, a sweep (not a dry run) writes its Prometheus metrics there.
     Sweep {
         /// Print the plan (every object, where it is, why it is Calico's) and change nothing
         #[arg(long)]
         dry_run: bool,
-        /// Also sweep without a mode file, and when a running process holds Calico objects
+        /// Also sweep without a mode file, and when the live-dataplane interlock refuses; never
+        /// against a mode file that says bpf
         #[arg(long)]
         force: bool,
         /// Print one JSON report on stdout instead of the table
@@ -47,7 +49,7 @@ enum Command {
         json: bool,
     },
     /// For monitoring: exit 0 clean (or eBPF on), 1 stale Calico objects while eBPF is off, 2
-    /// cannot tell
+    /// cannot tell, 78 invalid config or mode file
     Check {
         /// Print one JSON report on stdout instead of the table
         #[arg(long)]
