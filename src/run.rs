@@ -358,6 +358,12 @@ fn check_seen(s: &Settings, json: bool, seen: &mut Seen) -> Result<u8> {
                         .iter()
                         .map(|u| format!("interlock cannot inspect {u}")),
                 );
+                // No holder seen is no proof when the guard could not see every process.
+                if let Some(why) = &lock.blind {
+                    report.warnings.push(format!(
+                        "cannot tell whether an eBPF dataplane is live: {why}"
+                    ));
+                }
                 report.holders = lock.holders;
             }
             Err(e) => {

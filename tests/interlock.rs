@@ -137,6 +137,19 @@ fn the_proc_fallback_refuses_when_it_cannot_see_every_process() {
     assert!(!all.contains(&format!("pid {me}")), "{all}");
     assert_eq!(sb.snapshot(), before, "a refused sweep touches nothing");
 
+    // check has nothing to refuse, but must not read "no holder seen" as "none".
+    let out = guard_without_ptrace(&sb, &["check", "--json"], &no_iterator);
+    let report = json(&out);
+    assert_eq!(code(&out), 1, "{report}");
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("CAP_SYS_PTRACE")),
+        "{report}"
+    );
+
     // An operator who knows the node can still force it.
     drop(held);
     let out = guard_without_ptrace(&sb, &["sweep", "--force"], &no_iterator);
