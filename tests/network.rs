@@ -187,7 +187,13 @@ fn netkit_pin_family() {
     let (can_make_netkit, links) = sb
         .netns()
         .enter(|| {
-            let netkit = plant::netkit("nk0").is_ok();
+            let netkit = match plant::netkit("cnk0") {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("no netkit device here: {e:#}");
+                    false
+                }
+            };
             sb_batch("link add calink0 type veth peer name calink0p\n")?;
             let primary = nk.join("calink0_primary");
             match plant::tcx_link("calink0", TCX_INGRESS, "cali_tc_preambl", Some(&primary)) {

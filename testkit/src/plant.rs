@@ -186,8 +186,8 @@ pub fn tc_filter(
 }
 
 /// A netkit device (6.7+, CONFIG_NETKIT), made over rtnetlink: iproute2 knows `type netkit`
-/// only from 6.7, older than the kernels that have it on some machines. Err when the kernel
-/// cannot make one.
+/// only from 6.7, older than the kernels that have it on some machines. The kernel names its
+/// peer `nk%d`, so `name` must not be of that form. Err when the kernel cannot make one.
 pub fn netkit(name: &str) -> Result<()> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.into()));
