@@ -39,27 +39,10 @@ fn every_pin_family_goes_and_nothing_else() {
     )
     .unwrap();
     // Never touched: iptables-mode XDP and sidecar acceleration, other tools, stray names.
-    plant::pin_map(&b.join("calico/xdp/prefilter_v1_eth0"), "prefilter_v1_et").unwrap();
-    plant::pin_map(&b.join("calico/calico_failsafe_ports_v1"), "calico_failsaf").unwrap();
+    plant::foreign_pins(b).unwrap();
     plant::pin_map(&b.join("calico/sockmap/calico_sock_map"), "calico_sock_map").unwrap();
-    plant::pin_prog(
-        &b.join("calico/sockmap/calico_sockops"),
-        progs::SOCK_OPS,
-        "calico_sockops",
-        progs::ATTACH_SOCK_OPS,
-    )
-    .unwrap();
     plant::pin_map(&b.join("tc/globals/cilium_calls_hostns"), "cilium_calls_ho").unwrap();
-    // bpffs refuses dots in names (EPERM): Calico strips them from interface names.
-    plant::pin_map(&b.join("tc/eth1_igr/not_calico"), "not_calico").unwrap();
     plant::pin_map(&b.join("elsewhere/cali_v4_ct3"), "cali_v4_ct3").unwrap();
-    plant::pin_prog(
-        &b.join("ctlb/cil_sock4_conne"),
-        SOCK_ADDR,
-        "cil_sock4_connect",
-        CONNECT4,
-    )
-    .unwrap();
     plant::pin_prog(
         &b.join("ctlb/calico_connect_v4"),
         SOCK_ADDR,

@@ -37,27 +37,9 @@ fn multi_attachments_leave_foreign_neighbours() {
     let cg = &sb.cgroup.path;
     plant::attach(cg, SOCK_ADDR, "calico_connect_v4", CONNECT4, MULTI, false).unwrap();
     plant::attach(cg, SOCK_ADDR, "cil_sock4_connect", CONNECT4, MULTI, false).unwrap();
-    plant::attach(cg, SOCK_ADDR, "caliper_connect", CONNECT4, MULTI, false).unwrap();
     plant::attach(cg, SOCK_ADDR, "calico_sendmsg_v4", SENDMSG4, MULTI, false).unwrap();
     plant::attach(cg, SOCK_ADDR, "cil_sock4_sendmsg", SENDMSG4, MULTI, false).unwrap();
-    plant::attach(
-        cg,
-        CGROUP_SKB,
-        "sd_fw_ingress",
-        progs::ATTACH_INGRESS,
-        MULTI,
-        false,
-    )
-    .unwrap();
-    plant::attach(
-        cg,
-        CGROUP_SKB,
-        "calico_connect_v4",
-        progs::ATTACH_EGRESS,
-        MULTI,
-        false,
-    )
-    .unwrap();
+    plant::foreign_cgroup(cg).unwrap();
     plant::attach(
         cg,
         CGROUP_DEVICE,
@@ -67,7 +49,7 @@ fn multi_attachments_leave_foreign_neighbours() {
         false,
     )
     .unwrap();
-    // The CGROUP_SKB program named like Calico's stays: ownership is by type and name.
+    // foreign_cgroup's CGROUP_SKB program named like Calico's stays: ownership is by type and name.
     assert_sweep_removes(
         &sb,
         "nftables",

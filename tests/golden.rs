@@ -182,8 +182,8 @@ mod record {
 
     use super::common::*;
     use super::*;
-    use calico_bpf_testkit::progs::{self, SOCK_ADDR};
-    use plant::{CONNECT4, CONNECT6, EGRESS, ETH_P_ALL, INGRESS, MULTI, XDP_SKB};
+    use calico_bpf_testkit::progs::SOCK_ADDR;
+    use plant::{CONNECT6, EGRESS, ETH_P_ALL, INGRESS, MULTI, XDP_SKB};
 
     /// Plants one world in a fresh sandbox.
     type Plant = fn(&Sandbox);
@@ -208,45 +208,11 @@ mod record {
     /// `calico/`, the `calico_sockops` program), near-miss names, a plain tc directory.
     fn foreign_only(sb: &Sandbox) {
         let (b, cg) = (&sb.bpffs.path, &sb.cgroup.path);
-        let skb = progs::CGROUP_SKB;
         plant::attach(cg, SOCK_ADDR, "cil_sock6_connect", CONNECT6, MULTI, false).unwrap();
-        plant::attach(cg, SOCK_ADDR, "caliper_connect", CONNECT4, MULTI, false).unwrap();
-        plant::attach(
-            cg,
-            skb,
-            "sd_fw_ingress",
-            progs::ATTACH_INGRESS,
-            MULTI,
-            false,
-        )
-        .unwrap();
-        plant::attach(
-            cg,
-            skb,
-            "calico_connect_v4",
-            progs::ATTACH_EGRESS,
-            MULTI,
-            false,
-        )
-        .unwrap();
-        plant::pin_map(&b.join("calico/xdp/prefilter_v1_eth0"), "prefilter_v1_et").unwrap();
-        plant::pin_map(&b.join("calico/calico_failsafe_ports_v1"), "calico_failsaf").unwrap();
-        plant::pin_prog(
-            &b.join("calico/sockmap/calico_sockops"),
-            libbpf_rs::libbpf_sys::BPF_PROG_TYPE_SOCK_OPS,
-            "calico_sockops",
-            libbpf_rs::libbpf_sys::BPF_CGROUP_SOCK_OPS,
-        )
-        .unwrap();
+        plant::foreign_cgroup(cg).unwrap();
+        // Before `foreign_pins`, as recorded: a recording numbers maps in the order they were made.
         plant::pin_map(&b.join("tc/globals/cilium_calls"), "cilium_calls").unwrap();
-        plant::pin_map(&b.join("tc/eth1_igr/not_calico"), "not_calico").unwrap();
-        plant::pin_prog(
-            &b.join("ctlb/cil_sock4_conne"),
-            SOCK_ADDR,
-            "cil_sock4_connect",
-            CONNECT4,
-        )
-        .unwrap();
+        plant::foreign_pins(b).unwrap();
         sb.netns()
             .enter(|| {
                 plant::veth("ens-pre", "ens-pre-p")?;

@@ -252,6 +252,46 @@ pub fn raw_tracepoint_link(tracepoint: &str, prog_name: &str) -> Result<OwnedFd>
         .with_context(|| format!("raw tracepoint {prog_name} on {tracepoint}"))
 }
 
+/// Programs on and beside Calico's cgroup hooks that are never Calico's: a near-miss name on
+/// connect4, systemd's firewall, and Calico's name on a program type it never attached
+/// (ownership is by type and name).
+pub fn foreign_cgroup(cgroup: &Path) -> Result<()> {
+    for (prog_type, name, hook) in [
+        (SOCK_ADDR, "caliper_connect", CONNECT4),
+        (progs::CGROUP_SKB, "sd_fw_ingress", progs::ATTACH_INGRESS),
+        (progs::CGROUP_SKB, "calico_connect_v4", progs::ATTACH_EGRESS),
+    ] {
+        attach(cgroup, prog_type, name, hook, MULTI, false)?;
+    }
+    Ok(())
+}
+
+/// Pins in or beside Calico's bpffs places that are never its eBPF dataplane's: iptables-mode
+/// Calico's XDP prefilter, failsafe ports and sidecar sockops under calico/, another map in a
+/// per-interface tc directory, Cilium's program under ctlb/.
+pub fn foreign_pins(bpffs: &Path) -> Result<()> {
+    for (at, name) in [
+        ("calico/xdp/prefilter_v1_eth0", "prefilter_v1_et"),
+        ("calico/calico_failsafe_ports_v1", "calico_failsaf"),
+        // bpffs refuses dots in names (EPERM): Calico strips them from interface names.
+        ("tc/eth1_igr/not_calico", "not_calico"),
+    ] {
+        pin_map(&bpffs.join(at), name)?;
+    }
+    pin_prog(
+        &bpffs.join("calico/sockmap/calico_sockops"),
+        progs::SOCK_OPS,
+        "calico_sockops",
+        progs::ATTACH_SOCK_OPS,
+    )?;
+    pin_prog(
+        &bpffs.join("ctlb/cil_sock4_conne"),
+        SOCK_ADDR,
+        "cil_sock4_connect",
+        CONNECT4,
+    )
+}
+
 /// Stale Calico state as a 3.28/3.29 node leaves it, beside other tools' objects: the
 /// cgroup and bpffs half.
 pub fn calico_host(bpffs: &Path, cgroup: &Path) -> Result<()> {
