@@ -10,6 +10,7 @@ use calico_bpf_testkit::{plant, sandbox, snapshot, Sandbox};
 
 const USAGE: &str = "usage:
   calico-bpf-testkit plant --bpffs DIR --cgroup DIR
+  calico-bpf-testkit plant-tcx --bpffs DIR --count N
   calico-bpf-testkit verify --bpffs DIR --cgroup DIR --expect swept|planted
   calico-bpf-testkit demo --guard PATH";
 
@@ -85,6 +86,18 @@ fn run(args: &[String]) -> Result<u8> {
             );
             Ok(0)
         }
+        Some("plant-tcx") => {
+            let bpffs = PathBuf::from(flag(args, "--bpffs")?);
+            let count: usize = flag(args, "--count")?
+                .parse()
+                .context("--count: want a number")?;
+            plant_tcx(&bpffs, count)?;
+            println!(
+                "planted {count} Calico interfaces with pinned tcx links in {}",
+                bpffs.display()
+            );
+            Ok(0)
+        }
         Some("verify") => {
             let (bpffs, cgroup) = (
                 PathBuf::from(flag(args, "--bpffs")?),
@@ -146,6 +159,26 @@ fn run(args: &[String]) -> Result<u8> {
             Ok(2)
         }
     }
+}
+
+/// `count` veths `cali-tcx<i>`, each with Calico's tc program as pinned tcx links on ingress and
+/// egress (`<bpffs>/tcx/cali-tcx<i>_<dir>`, where Felix pins them): enough tcx detaches for the
+/// guard to expedite grace periods. Needs a kernel with tcx (6.6).
+fn plant_tcx(bpffs: &std::path::Path, count: usize) -> Result<()> {
+    let dir = bpffs.join("tcx");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for i in 0..count {
+        let dev = format!("cali-tcx{i}");
+        plant::veth(&dev, format!("{dev}p"))?;
+        for (hook, side) in [
+            (plant::TCX_INGRESS, "ingress"),
+            (plant::TCX_EGRESS, "egress"),
+        ] {
+            let pin = dir.join(format!("{dev}_{side}"));
+            plant::tcx_link(&dev, hook, "cali_tc_preambl", Some(&pin))?;
+        }
+    }
+    Ok(())
 }
 
 fn show(title: &str, lines: &BTreeSet<String>) {

@@ -188,3 +188,41 @@ check "the guard ran" [ "$(prop $GUARD InvocationID)" != "$before" ]
 check "the guard succeeded" guard_succeeded
 check "the guard finished before kubelet started" guard_before_kubelet
 check "Calico state is gone, foreign state stays" verify swept
+
+say "# expedited grace periods for tcx detaches under the unit's sandbox"
+RCU=/sys/kernel/rcu_expedited
+RECORD=/run/calico-bpf-guard.rcu_expedited
+TCX_DEVICES=8
+# run_log_has REGEX: the guard's last run logged a matching line.
+run_log_has() { journalctl -o cat _SYSTEMD_INVOCATION_ID="$(prop $GUARD InvocationID)" | grep -Eq "$1"; }
+tcx_pins_gone() { [ -z "$(find $BPFFS/tcx -type f 2>/dev/null)" ]; }
+plant_tcx() {
+  local i
+  for i in $(seq 0 $((TCX_DEVICES - 1))); do ip link del "cali-tcx$i" 2>/dev/null; done
+  quiet "$TESTKIT" plant-tcx --bpffs $BPFFS --count $TCX_DEVICES
+}
+# The switch is the host kernel's: the guard changes it only from 0, so a host that keeps it set
+# would make these checks prove nothing.
+rcu_before=$(cat $RCU)
+check "$RCU reads 0 before the sweep" [ "$rcu_before" = 0 ]
+# nspawn mounts the container's sysfs read-only, as a container runtime would: the guard says it
+# cannot expedite and sweeps at the normal pace.
+check "planted $TCX_DEVICES interfaces with pinned tcx links (read-only /sys)" plant_tcx
+check "the guard sweeps" restart $GUARD
+check "it said it cannot expedite, and why" \
+  run_log_has "cannot expedite RCU grace periods through $RCU: .*Read-only file system"
+check "the tcx links are gone" tcx_pins_gone
+check "check exits 0" calico-bpf-guard check
+# A node's /sys is read-write. With --private-network the container's sysfs is its own mount of
+# its own network namespace's sysfs; making it read-write changes nothing the host mounts.
+check "/sys made read-write, as on a node" mount -o remount,rw /sys/kernel
+check "planted $TCX_DEVICES interfaces with pinned tcx links (read-write /sys)" plant_tcx
+check "the guard sweeps" restart $GUARD
+check "the sandboxed guard expedited grace periods for its $((2 * TCX_DEVICES)) tcx detaches" \
+  run_log_has "expediting RCU grace periods for $((2 * TCX_DEVICES)) tcx/netkit detaches \($RCU 0 -> 1"
+check "it put the switch back" run_log_has "^$RCU put back to 0$"
+check "$RCU reads 0 again" [ "$(cat $RCU)" = "$rcu_before" ]
+check "its record is gone" [ ! -e $RECORD ]
+check "the tcx links are gone" tcx_pins_gone
+check "check exits 0" calico-bpf-guard check
+mount -o remount,ro /sys/kernel
