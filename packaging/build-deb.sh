@@ -21,13 +21,23 @@ mkdir -p "$out"
 (cd "$work/src" && CARGO_TARGET_DIR="$work/cargo" dpkg-buildpackage -b --no-sign)
 
 deb=$(ls "$work"/calico-bpf-guard_"$VERSION"_*.deb)
+dbgsym=$(ls "$work"/calico-bpf-guard-dbgsym_"$VERSION"_*.deb)
+changes=$(ls "$work"/calico-bpf-guard_"$VERSION"_*.changes)
 echo "== unit"
-packaging/check-unit.sh "$(ls "$work"/cargo/*-unknown-linux-gnu/release/calico-bpf-guard)"
-echo "== lintian $deb"
+packaging/check-unit.sh "$(ls "$work"/cargo/*-unknown-linux-gnu/dist/calico-bpf-guard)"
+# The .changes names both packages, so lintian checks them together, as the archive would (the
+# -dbgsym package's /usr/share/doc link points into the guard's package).
+echo "== lintian $changes"
 # --fail-on error: warnings are printed for a human, errors fail the build.
-lintian --fail-on error --display-info --tag-display-limit 0 "$deb"
+lintian --fail-on error --display-info --pedantic --tag-display-limit 0 "$changes"
 
 echo "== contents"
 packaging/check-deb.sh "$deb"
-cp "$deb" "$out/"
-echo "wrote $out/$(basename "$deb")"
+echo "== debug symbols $(basename "$dbgsym")"
+unpacked=$(mktemp -d)
+trap 'rm -rf "$unpacked"' EXIT
+dpkg-deb -x "$deb" "$unpacked/deb"
+dpkg-deb -x "$dbgsym" "$unpacked/dbgsym"
+packaging/check-debug.sh "$unpacked/deb/usr/sbin/calico-bpf-guard" "$unpacked/dbgsym"
+cp "$deb" "$dbgsym" "$out/"
+echo "wrote $out/$(basename "$deb") and $out/$(basename "$dbgsym")"

@@ -32,15 +32,23 @@ rpmbuild -bb --nodeps \
   rpm/calico-bpf-guard.spec
 
 rpm=$(ls "$top"/RPMS/*/calico-bpf-guard-"$VERSION"-*.rpm)
-echo "== rpmlint $rpm"
+debuginfo=$(ls "$top"/RPMS/*/calico-bpf-guard-debuginfo-"$VERSION"-*.rpm)
+echo "== rpmlint $rpm $debuginfo"
 if command -v rpmlint >/dev/null; then
   # Settings and exceptions, each with its reason: rpm/rpmlint.toml, rpm/rpmlintrc.
-  rpmlint -c rpm/rpmlint.toml -r rpm/rpmlintrc rpm/calico-bpf-guard.spec "$rpm"
+  rpmlint -c rpm/rpmlint.toml -r rpm/rpmlintrc rpm/calico-bpf-guard.spec "$rpm" "$debuginfo"
 else
   echo "rpmlint not installed: skipped (scripts/install-deps.sh package installs it)"
 fi
 
 echo "== contents"
 packaging/check-rpm.sh "$rpm"
-cp "$rpm" "$out/"
-echo "wrote $out/$(basename "$rpm")"
+echo "== debug symbols $(basename "$debuginfo")"
+unpacked=$(mktemp -d)
+trap 'rm -rf "$unpacked"' EXIT
+mkdir "$unpacked/rpm" "$unpacked/debuginfo"
+rpm2cpio "$rpm" | (cd "$unpacked/rpm" && cpio -idm --quiet)
+rpm2cpio "$debuginfo" | (cd "$unpacked/debuginfo" && cpio -idm --quiet)
+packaging/check-debug.sh "$unpacked/rpm/usr/sbin/calico-bpf-guard" "$unpacked/debuginfo"
+cp "$rpm" "$debuginfo" "$out/"
+echo "wrote $out/$(basename "$rpm") and $out/$(basename "$debuginfo")"

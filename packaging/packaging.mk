@@ -1,11 +1,14 @@
 # Packages and the boot test (included by the top-level Makefile). Root and the tools from
 # `scripts/install-deps.sh package` are needed; everything is written under target/.
-#   make deb         target/packages/calico-bpf-guard_<version>_<arch>.deb, lintian-clean
-#   make rpm         target/packages/calico-bpf-guard-<version>-1.<arch>.rpm
+#   make deb         target/packages/calico-bpf-guard_<version>_<arch>.deb and its -dbgsym
+#                    package, lintian-clean
+#   make rpm         target/packages/calico-bpf-guard-<version>-1.<arch>.rpm and its -debuginfo
+#                    package, rpmlint-clean
 #   make boot-test   boots Debian 12 and Debian 11 with systemd in systemd-nspawn, the .deb
 #                    installed (BOOT_SUITES="bullseye" for one)
 # Both packages ship the binary built by cargo-zigbuild for glibc 2.17 with the `static` feature
-# (debian/rules, rpm/calico-bpf-guard.spec).
+# and profile.dist, stripped, its debug info in the debug package (debian/rules,
+# rpm/calico-bpf-guard.spec).
 .PHONY: deb rpm packages boot-test
 
 BOOT_SUITES ?= bookworm bullseye

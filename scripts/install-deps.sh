@@ -7,8 +7,11 @@ what=${1:-test}
 build=(libelf-dev zlib1g-dev pkg-config gcc make)
 test=(iproute2 util-linux procps bpftool)
 # The shipped binary is built with cargo-zigbuild for glibc 2.17, with libelf and zlib built from
-# libbpf-sys's vendored sources: autotools, flex, bison and gawk build elfutils' libelf.
+# libbpf-sys's vendored sources: autotools, flex, bison and gawk build elfutils' libelf. rpmbuild
+# splits off the -debuginfo package with debugedit's find-debuginfo, which runs eu-strip
+# (elfutils) and file.
 package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man
+         debugedit elfutils file
          autoconf automake autopoint flex bison gawk libtool)
 # Pinned: the package build's compiler and linker (make deb, make rpm, make boot-test).
 zigbuild_version=0.24.1

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The debug symbols package matches the binary it was split from: the shipped binary is stripped
+# and names its debug file by GNU build-id; the debug symbols package holds that file under
+# /usr/lib/debug/.build-id/, with DWARF that resolves the guard's own code to its source lines.
+# Usage: packaging/check-debug.sh BINARY DEBUG_ROOT   (DEBUG_ROOT: the unpacked -dbgsym or
+# -debuginfo package)
+set -euo pipefail
+bin=${1:?usage: $0 BINARY DEBUG_ROOT}
+root=${2:?usage: $0 BINARY DEBUG_ROOT}
+fail=0
+bad() { echo "not ok: $*" >&2; fail=1; }
+sections() { readelf -W -S "$1" | sed -n 's/^ *\[ *[0-9]*\] \([^ ]*\) .*/\1/p'; }
+
+id=$(readelf -n "$bin" | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p')
+[ -n "$id" ] || { echo "not ok: $bin has no GNU build-id" >&2; exit 1; }
+shipped=$(sections "$bin")
+for s in .symtab .debug_info .debug_line; do
+  if grep -qx -- "$s" <<<"$shipped"; then bad "$bin still has $s: not stripped"; fi
+done
+
+# rpm's build-id entry is a relative symlink to the file under /usr/lib/debug/<path>; dpkg's is
+# the file. Either resolves inside the unpacked package.
+debug=$root/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug
+if [ ! -f "$debug" ]; then
+  bad "no debug file for build-id $id in $root"
+else
+  have=$(sections "$debug")
+  for s in .symtab .debug_info .debug_line; do
+    grep -qx -- "$s" <<<"$have" || bad "the debug file has no $s"
+  done
+  debug_id=$(readelf -n "$debug" 2>/dev/null | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p')
+  [ "$debug_id" = "$id" ] || bad "the debug file's build-id is $debug_id, the binary's $id"
+  # The guard's own code, from the debug file's symbols to lines of src/ (LTO inlines much of
+  # it; whatever functions remain must resolve).
+  syms=$(nm --defined-only "$debug" | awk '$2 ~ /^[tT]$/ && $3 ~ /^_ZN16calico_bpf_guard/')
+  n=$(grep -c . <<<"$syms" || true)
+  addr=$(awk 'NR == 1 { print $1 }' <<<"$syms")
+  line=$([ -n "$addr" ] && addr2line -e "$debug" "0x$addr" || true)
+  if [[ $line == */src/*.rs:[0-9]* ]]; then
+    echo "ok: stripped binary, build-id $id; $n functions of the guard, the first at ${line##*/src/}"
+  else
+    bad "the guard's functions do not resolve to src/ (symbol at '${addr}', line '${line}')"
+  fi
+fi
+exit "$fail"
