@@ -42,8 +42,12 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 deb=$(ls target/packages/calico-bpf-guard_"$version"_*.deb 2>/dev/null | head -n1)
 rpm=$(ls target/packages/calico-bpf-guard-"$version"-*.rpm 2>/dev/null | head -n1)
 testkit=${TESTKIT:-target/zig/$(uname -m)-unknown-linux-gnu/release/calico-bpf-testkit}
+dbgsym=$(ls target/packages/calico-bpf-guard-dbgsym_"$version"_*.deb 2>/dev/null | head -n1)
+debuginfo=$(ls target/packages/calico-bpf-guard-debuginfo-"$version"-*.rpm 2>/dev/null | head -n1)
 [ -n "$deb" ] || { echo "boot test: no target/packages/calico-bpf-guard_${version}_*.deb (make deb)" >&2; exit 1; }
 [ -n "$rpm" ] || { echo "boot test: no target/packages/calico-bpf-guard-${version}-*.rpm (make rpm)" >&2; exit 1; }
+[ -n "$dbgsym" ] || { echo "boot test: no target/packages/calico-bpf-guard-dbgsym_${version}_*.deb (make deb)" >&2; exit 1; }
+[ -n "$debuginfo" ] || { echo "boot test: no target/packages/calico-bpf-guard-debuginfo-${version}-*.rpm (make rpm)" >&2; exit 1; }
 [ -x "$testkit" ] || { echo "boot test: no $testkit (make boot-test builds it)" >&2; exit 1; }
 
 start=$(date +%s)
@@ -51,6 +55,13 @@ pass=0
 fail=0
 fails() { ! "$@"; }
 quiet() { "$@" >/dev/null; }
+# has_debug_file ROOT: ROOT holds the debug file the installed binary names by its build-id
+# (gdb and perf look it up there), resolving inside ROOT.
+has_debug_file() {
+  local id
+  id=$(readelf -n "$1/usr/sbin/calico-bpf-guard" | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p')
+  [ -n "$id" ] && chroot "$1" test -f "/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
+}
 # hcheck DESCRIPTION COMMAND...: a check on the host side, counted with the container's.
 hcheck() {
   local what=$1
@@ -105,6 +116,10 @@ hcheck "deb: installs into the rootfs" quiet chroot "$root" dpkg -i /var/cache/b
 for wants in multi-user.target.wants kubelet.service.wants; do
   hcheck "deb: enabled the unit ($wants)" test -L "$root/etc/systemd/system/$wants/calico-bpf-guard.service"
 done
+install -D -m 0644 "$dbgsym" "$root/var/cache/boot-test/calico-bpf-guard-dbgsym.deb"
+hcheck "deb: the -dbgsym package installs beside it" quiet chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard-dbgsym.deb
+hcheck "deb: it holds the debug file the binary names" has_debug_file "$root"
+hcheck "deb: the -dbgsym package removes" quiet chroot "$root" dpkg --purge calico-bpf-guard-dbgsym
 
 # The .rpm in a copy of the rootfs made to look like an RPM distribution: a last preset that
 # disables everything, as Fedora's 99-default-disable.preset does, so only the package's own
@@ -123,7 +138,9 @@ rpm_links() {
 }
 hcheck "rpm: installs" rpm --root="$rpmroot" --nodeps --quiet -i "$rpm"
 hcheck "rpm: %post enabled the unit through the preset" rpm_links
-hcheck "rpm: erases" rpm --root="$rpmroot" --nodeps --quiet -e calico-bpf-guard
+hcheck "rpm: the -debuginfo package installs beside it" rpm --root="$rpmroot" --nodeps --quiet -i "$debuginfo"
+hcheck "rpm: it holds the debug file the binary names" has_debug_file "$rpmroot"
+hcheck "rpm: erases" rpm --root="$rpmroot" --nodeps --quiet -e calico-bpf-guard-debuginfo calico-bpf-guard
 hcheck "rpm: %preun disabled the unit" fails rpm_links
 rm -rf --one-file-system "$rpmroot"
 
