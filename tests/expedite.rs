@@ -19,9 +19,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use calico_bpf_guard::expedite::MIN_DETACHES;
-use calico_bpf_guard::kernel::bpf::{self, Target};
 use common::*;
-use plant::{TCX_EGRESS, TCX_INGRESS};
 
 const REAL_SWITCH: &str = "/sys/kernel/rcu_expedited";
 
@@ -88,7 +86,7 @@ impl World {
 
     /// `n` Calico interfaces, each with pinned tcx links on ingress and egress.
     fn plant_tcx(&self, n: usize) -> Vec<String> {
-        let tcx = self.sb.bpffs.path.join("tcx");
+        let bpffs = &self.sb.bpffs.path;
         let first = self.ifaces.get();
         self.ifaces.set(first + n);
         let mut removed = Vec::new();
@@ -117,10 +115,7 @@ impl World {
                             &format!("p{i}tcx"),
                         ],
                     )?;
-                    for (hook, dir) in [(TCX_INGRESS, "ingress"), (TCX_EGRESS, "egress")] {
-                        let pin = tcx.join(format!("{dev}_{dir}"));
-                        plant::tcx_link(&dev, hook, "cali_tc_preambl", Some(&pin))?;
-                    }
+                    plant::calico_tcx_links(bpffs, &dev)?;
                 }
                 Ok(())
             })
@@ -130,15 +125,7 @@ impl World {
 
     /// Does this kernel have tcx (6.6+)? A tcx query on loopback answers EINVAL before.
     fn has_tcx(&self) -> bool {
-        let has = self
-            .sb
-            .netns()
-            .enter(|| match bpf::query(Target::Ifindex(1), TCX_INGRESS) {
-                Ok(_) => Ok(true),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
-                Err(e) => Err(e.into()),
-            })
-            .unwrap();
+        let has = self.sb.netns().enter(plant::has_tcx).unwrap();
         if !has {
             eprintln!(
                 "this kernel has no tcx (before 6.6): asserting the guard leaves the switch alone"

@@ -11,6 +11,7 @@ use calico_bpf_testkit::{plant, sandbox, snapshot, Sandbox};
 const USAGE: &str = "usage:
   calico-bpf-testkit plant --bpffs DIR --cgroup DIR
   calico-bpf-testkit plant-tcx --bpffs DIR --count N
+  calico-bpf-testkit has-tcx
   calico-bpf-testkit verify --bpffs DIR --cgroup DIR --expect swept|planted
   calico-bpf-testkit demo --guard PATH";
 
@@ -98,6 +99,8 @@ fn run(args: &[String]) -> Result<u8> {
             );
             Ok(0)
         }
+        // Exit 0: this kernel has tcx (6.6+); 1: it has not.
+        Some("has-tcx") => Ok(u8::from(!plant::has_tcx()?)),
         Some("verify") => {
             let (bpffs, cgroup) = (
                 PathBuf::from(flag(args, "--bpffs")?),
@@ -161,22 +164,16 @@ fn run(args: &[String]) -> Result<u8> {
     }
 }
 
-/// `count` veths `cali-tcx<i>`, each with Calico's tc program as pinned tcx links on ingress and
-/// egress (`<bpffs>/tcx/cali-tcx<i>_<dir>`, where Felix pins them): enough tcx detaches for the
-/// guard to expedite grace periods. Needs a kernel with tcx (6.6).
+/// `count` veths `cali-tcx<i>`, each with Calico's pinned tcx links: enough tcx detaches for
+/// the guard to expedite grace periods.
 fn plant_tcx(bpffs: &std::path::Path, count: usize) -> Result<()> {
-    let dir = bpffs.join("tcx");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !plant::has_tcx()? {
+        bail!("this kernel has no tcx (6.6)");
+    }
     for i in 0..count {
         let dev = format!("cali-tcx{i}");
         plant::veth(&dev, format!("{dev}p"))?;
-        for (hook, side) in [
-            (plant::TCX_INGRESS, "ingress"),
-            (plant::TCX_EGRESS, "egress"),
-        ] {
-            let pin = dir.join(format!("{dev}_{side}"));
-            plant::tcx_link(&dev, hook, "cali_tc_preambl", Some(&pin))?;
-        }
+        plant::calico_tcx_links(bpffs, &dev)?;
     }
     Ok(())
 }

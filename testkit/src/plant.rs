@@ -239,6 +239,27 @@ pub fn tcx_link(
     keep(l, pin)
 }
 
+/// Calico's tc program on `dev` as Felix leaves it on tcx: links on ingress and egress, pinned
+/// at `<bpffs>/tcx/<dev>_<dir>`.
+pub fn calico_tcx_links(bpffs: &Path, dev: &str) -> Result<()> {
+    let dir = bpffs.join("tcx");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (hook, side) in [(TCX_INGRESS, "ingress"), (TCX_EGRESS, "egress")] {
+        let pin = dir.join(format!("{dev}_{side}"));
+        tcx_link(dev, hook, "cali_tc_preambl", Some(&pin))?;
+    }
+    Ok(())
+}
+
+/// Does this kernel have tcx (6.6+)? A tcx query on loopback answers EINVAL before.
+pub fn has_tcx() -> Result<bool> {
+    match calico_bpf_guard::kernel::bpf::query(Target::Ifindex(1), TCX_INGRESS) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("tcx query on loopback")),
+    }
+}
+
 pub fn tcx_attach(ifname: &str, hook: u32, prog_name: &str) -> Result<()> {
     let prog = progs::load(SCHED_CLS, prog_name, 0, false)?;
     bpf::prog_attach(Target::Ifindex(ifindex(ifname)?), prog.as_fd(), hook, 0)

@@ -18,7 +18,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, ensure, Context, Result};
-use calico_bpf_guard::kernel::bpf::{self, Target};
 use calico_bpf_testkit::plant;
 use clap::Parser;
 
@@ -138,7 +137,7 @@ fn run(opts: &Opts) -> Result<()> {
     let mut rows = Vec::new();
     let mut nodes = Vec::new();
     for &variant in &opts.variants {
-        if variant == Variant::Tcx && !kernel_has_tcx()? {
+        if variant == Variant::Tcx && !plant::has_tcx()? {
             eprintln!("== tcx: this kernel has no tcx, skipped");
             continue;
         }
@@ -177,14 +176,5 @@ fn hold(opts: &Opts) -> Result<()> {
             return Ok(());
         }
         node.expect_clean("the sweep")?;
-    }
-}
-
-/// A tcx query on loopback answers EINVAL on kernels without tcx (before 6.6).
-fn kernel_has_tcx() -> Result<bool> {
-    match bpf::query(Target::Ifindex(1), plant::TCX_INGRESS) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }

@@ -213,15 +213,7 @@ impl Node {
                             )?;
                         }
                     }
-                    Variant::Tcx => {
-                        for (hook, dir) in [
-                            (plant::TCX_INGRESS, "ingress"),
-                            (plant::TCX_EGRESS, "egress"),
-                        ] {
-                            let pin = bpffs.join("tcx").join(format!("{name}_{dir}"));
-                            plant::tcx_link(name, hook, "cali_tc_preambl", Some(&pin))?;
-                        }
-                    }
+                    Variant::Tcx => plant::calico_tcx_links(&bpffs, name)?,
                 }
             }
             Ok(())
