@@ -56,12 +56,8 @@ fail=0
 fails() { ! "$@"; }
 quiet() { "$@" >/dev/null; }
 # has_debug_file ROOT: ROOT holds the debug file the installed binary names by its build-id
-# (gdb and perf look it up there), resolving inside ROOT.
-has_debug_file() {
-  local id
-  id=$(readelf -n "$1/usr/sbin/calico-bpf-guard" | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p')
-  [ -n "$id" ] && chroot "$1" test -f "/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
-}
+# (where gdb and perf look), and it matches.
+has_debug_file() { quiet packaging/check-debug.sh "$1/usr/sbin/calico-bpf-guard" "$1"; }
 # hcheck DESCRIPTION COMMAND...: a check on the host side, counted with the container's.
 hcheck() {
   local what=$1
@@ -89,8 +85,14 @@ tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/calico-bpf-guard-boot.XXXXXX")
 machine=cbg-boot-$suite-$$
 cg2=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
 cg=${cg2:+$cg2/calico-bpf-guard-boot-$$}
+# The guard in the container expedites RCU grace periods through the host kernel's switch and
+# keeps its record of that in the container's /run: if the container is killed meanwhile, only
+# this script can put the host's value back.
+rcu=/sys/kernel/rcu_expedited
+rcu_host=$(cat "$rcu")
 cleanup() {
   set +e
+  [ "$(cat "$rcu")" = "$rcu_host" ] || echo "$rcu_host" >"$rcu"
   if [ -n "$cg" ] && [ -d "$cg" ]; then
     [ -e "$cg/cgroup.kill" ] && echo 1 >"$cg/cgroup.kill"
     for _ in $(seq 50); do grep -q '^populated 0$' "$cg/cgroup.events" && break; sleep 0.1; done
@@ -151,6 +153,9 @@ install -D -m 0755 "$here/check.sh" "$root/usr/local/lib/boot-test/check.sh"
 install -D -m 0755 "$here/bpf-holder.pl" "$root/usr/local/lib/boot-test/bpf-holder.pl"
 install -m 0644 "$here"/units/*.service "$root/etc/systemd/system/"
 systemctl --root="$root" --quiet enable calico-bpf-testkit-plant.service kubelet.service boot-test-check.service
+# check.sh makes /sys read-write only in a network namespace (and so a sysfs) of its own.
+mkdir -p "$root/var/lib/boot-test"
+readlink /proc/self/ns/net >"$root/var/lib/boot-test/host-netns"
 # Keep the journal in the rootfs so a failure can be read from here.
 mkdir -p "$root/var/log/journal"
 
@@ -189,6 +194,7 @@ set -e
 
 results=$root/var/lib/boot-test/results
 [ -f "$results" ] && cat "$results"
+hcheck "the host's $rcu reads $rcu_host, as before the boot" [ "$(cat "$rcu")" = "$rcu_host" ]
 summary=$(tail -n1 "$results" 2>/dev/null || true)
 elapsed=$(($(date +%s) - start))
 if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
