@@ -21,10 +21,11 @@ mkdir -p "$out"
 (cd "$work/src" && CARGO_TARGET_DIR="$work/cargo" dpkg-buildpackage -b --no-sign)
 
 deb=$(ls "$work"/calico-bpf-guard_"$VERSION"_*.deb)
-dbgsym=$(ls "$work"/calico-bpf-guard-dbgsym_"$VERSION"_*.deb)
+# (Ubuntu's debhelper names it .ddeb.)
+dbgsym=$(ls "$work"/calico-bpf-guard-dbgsym_"$VERSION"_*.*deb)
 changes=$(ls "$work"/calico-bpf-guard_"$VERSION"_*.changes)
 echo "== unit"
-packaging/check-unit.sh "$(ls "$work"/cargo/*-unknown-linux-gnu/dist/calico-bpf-guard)"
+packaging/check-unit.sh "$(ls "$work"/cargo/*-unknown-linux-gnu/release-debuginfo/calico-bpf-guard)"
 # The .changes names both packages, so lintian checks them together, as the archive would (the
 # -dbgsym package's /usr/share/doc link points into the guard's package).
 echo "== lintian $changes"
@@ -34,8 +35,8 @@ lintian --fail-on error --display-info --pedantic --tag-display-limit 0 "$change
 echo "== contents"
 packaging/check-deb.sh "$deb"
 echo "== debug symbols $(basename "$dbgsym")"
-unpacked=$(mktemp -d)
-trap 'rm -rf "$unpacked"' EXIT
+unpacked=$work/unpacked
+rm -rf "$unpacked" && mkdir -p "$unpacked"
 dpkg-deb -x "$deb" "$unpacked/deb"
 dpkg-deb -x "$dbgsym" "$unpacked/dbgsym"
 packaging/check-debug.sh "$unpacked/deb/usr/sbin/calico-bpf-guard" "$unpacked/dbgsym"

@@ -44,9 +44,9 @@ fi
 echo "== contents"
 packaging/check-rpm.sh "$rpm"
 echo "== debug symbols $(basename "$debuginfo")"
-unpacked=$(mktemp -d)
-trap 'rm -rf "$unpacked"' EXIT
-mkdir "$unpacked/rpm" "$unpacked/debuginfo"
+unpacked=$work/unpacked
+rm -rf "$unpacked"
+mkdir -p "$unpacked/rpm" "$unpacked/debuginfo"
 rpm2cpio "$rpm" | (cd "$unpacked/rpm" && cpio -idm --quiet)
 rpm2cpio "$debuginfo" | (cd "$unpacked/debuginfo" && cpio -idm --quiet)
 packaging/check-debug.sh "$unpacked/rpm/usr/sbin/calico-bpf-guard" "$unpacked/debuginfo"

@@ -7,7 +7,7 @@
 #   make boot-test   boots Debian 12 and Debian 11 with systemd in systemd-nspawn, the .deb
 #                    installed (BOOT_SUITES="bullseye" for one)
 # Both packages ship the binary built by cargo-zigbuild for glibc 2.17 with the `static` feature
-# and profile.dist, stripped, its debug info in the debug package (debian/rules,
+# and profile.release-debuginfo, stripped, its debug info in the debug package (debian/rules,
 # rpm/calico-bpf-guard.spec).
 .PHONY: deb rpm packages boot-test
 
