@@ -11,8 +11,9 @@ fail=0
 bad() { echo "not ok: $*" >&2; fail=1; }
 # (readelf complains about the debug file's empty .interp; its section list is still right.)
 sections() { readelf -W -S "$1" 2>/dev/null | sed -n 's/^ *\[ *[0-9]*\] \([^ ]*\) .*/\1/p'; }
+build_id() { readelf -n "$1" 2>/dev/null | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p'; }
 
-id=$(readelf -n "$bin" | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p')
+id=$(build_id "$bin")
 [ -n "$id" ] || { echo "not ok: $bin has no GNU build-id" >&2; exit 1; }
 shipped=$(sections "$bin")
 for s in .symtab .debug_info .debug_line; do
@@ -29,7 +30,7 @@ else
   for s in .symtab .debug_info .debug_line; do
     grep -qx -- "$s" <<<"$have" || bad "the debug file has no $s"
   done
-  debug_id=$(readelf -n "$debug" 2>/dev/null | sed -n 's/^ *Build ID: \([0-9a-f]*\)$/\1/p')
+  debug_id=$(build_id "$debug")
   [ "$debug_id" = "$id" ] || bad "the debug file's build-id is $debug_id, the binary's $id"
   # The guard's own functions, from the debug file's symbols to lines of its src/: every one must
   # resolve to a line, and most to the guard's sources (with LTO a function can begin with code
