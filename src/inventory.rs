@@ -208,9 +208,13 @@ const OPTIONAL_BPFFS_ROOT: &str = "/var/run/calico/bpffs";
 /// Every loaded program, by raw id iteration so that missing CAP_SYS_ADMIN is an error.
 fn programs() -> Result<BTreeMap<u32, ProgInfo>> {
     let ids = bpf::ids(IdSpace::Prog).map_err(|e| {
-        anyhow::Error::new(e).context(
-            "listing BPF programs (needs CAP_SYS_ADMIN; without it the kernel hides every program)",
-        )
+        // Only EPERM is a missing capability; anything else (ENOSYS from a kernel without
+        // bpf(2), or from qemu-user) is shown as the kernel said it.
+        let why = match e.raw_os_error() {
+            Some(libc::EPERM) => "listing BPF programs (needs CAP_SYS_ADMIN; without it the kernel hides every program)",
+            _ => "listing BPF programs",
+        };
+        anyhow::Error::new(e).context(why)
     })?;
     let mut out = BTreeMap::new();
     for id in ids {

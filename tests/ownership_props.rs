@@ -372,7 +372,7 @@ proptest! {
                 Action::DetachCgroup { prog_id, .. } => format!("prog {prog_id}"),
                 Action::DeleteFilter { filter } => format!("prog {}", filter.prog_id.unwrap_or(0)),
                 Action::DetachXdp { prog_id, .. } => format!("prog {prog_id}"),
-                Action::DeleteDevice { name } => format!("dev {}", name.display()),
+                Action::DeleteDevice { name } => format!("dev {}", name.to_string_lossy()),
                 Action::Unpin { at, .. } => format!("pin {}", at.path().display()),
                 other => return Err(TestCaseError::fail(format!("unexpected step {other:?}"))),
             };

@@ -203,7 +203,7 @@ fn name16(raw: &[std::ffi::c_char; 16]) -> String {
     let bytes: Vec<u8> = raw
         .iter()
         .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
+        .map(|c| c.to_ne_bytes()[0])
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -75,7 +75,7 @@ pub struct Dir {
     pub path: PathBuf,
     pub id: FileId,
     /// The directory's link count: 2 plus one per subdirectory (cgroup2 and bpffs keep it so).
-    pub nlink: u64,
+    pub nlink: libc::nlink_t,
 }
 
 /// ELOOP (a symlink) and EXDEV (a mount) from a resolution that refused to follow either.
