@@ -1,5 +1,7 @@
 //! Execute a plan step by step. Best effort: a failure is recorded and the next step runs;
-//! an object that vanished meanwhile (ENOENT, ENODEV) counts as gone.
+//! an object that vanished meanwhile (ENOENT, ENODEV) counts as gone. It never removes what it
+//! did not find again as planned: each object's identity is checked at the moment of removal,
+//! and one that changed since the scan is kept.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -8,13 +10,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::failpoint;
 use crate::inventory::{pinned_object, Located};
 use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
 use crate::kernel::fs::FsKind;
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{copy_err, Filter, Rtnl, FILTER_BATCH};
 use crate::kernel::tree::{self, Dir, Entry, Kind};
-use crate::plan::{pinned_id, Action, Step};
+use crate::plan::{pinned_id, Action, Step, StepKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", content = "detail", rename_all = "kebab-case")]
@@ -52,6 +55,11 @@ pub fn apply(steps: &[Step], done: &mut dyn FnMut(&Step, Outcome)) {
     }
 }
 
+/// A failure the `apply-step` failpoint injects into this step (tests only).
+fn injected(step: &Step) -> Option<String> {
+    failpoint::apply_step(step.kind.as_str(), |k| k.parse::<StepKind>().is_ok())
+}
+
 fn outcome(result: io::Result<Outcome>) -> Outcome {
     match result {
         Ok(o) => o,
@@ -75,7 +83,7 @@ impl Ctx {
     }
 
     fn run(&mut self, step: &Step) -> Outcome {
-        if let Some(err) = crate::failpoint::inject(step) {
+        if let Some(err) = injected(step) {
             return Outcome::Failed(err);
         }
         outcome(self.action(&step.action))
@@ -83,7 +91,7 @@ impl Ctx {
 
     /// A run of `DeleteFilter` steps, with the same outcomes one by one would give.
     fn delete_filters(&mut self, steps: &[Step]) -> Vec<Outcome> {
-        let injected: Vec<Option<String>> = steps.iter().map(crate::failpoint::inject).collect();
+        let injected: Vec<Option<String>> = steps.iter().map(injected).collect();
         let filters: Vec<&Filter> = steps
             .iter()
             .zip(&injected)

@@ -1,38 +1,36 @@
-//! Fault injection into the real binary, for tests (cargo feature `failpoints`). Set with the
-//! `FAILPOINTS` environment variable, e.g. `FAILPOINTS='apply-step=return(tc filter)'` fails
-//! every step of that kind, `after-plan=return(<gate>)` pauses between scan and apply until a
-//! test opens the gate, so it can make objects vanish, `task-files=return` sends the interlock to its /proc fallback. Without
-//! the feature they are no-ops the compiler removes.
-
-use crate::plan::Step;
-#[cfg(feature = "failpoints")]
-use crate::plan::StepKind;
+//! Fault injection into the real binary, for tests (cargo feature `failpoints`), set with the
+//! `FAILPOINTS` environment variable: `apply-step=return(tc filter)` fails every step of that
+//! kind, `after-plan=return(<gate>)` pauses between scan and apply until a test opens the gate
+//! (so it can make objects vanish), `task-files=return` sends the interlock to its /proc
+//! fallback. A leaf: it knows failpoints by name and hands callers plain strings and errors,
+//! never the plan's or the inventory's types, and without the feature every function here is a
+//! no-op the compiler removes.
 
 #[cfg(feature = "failpoints")]
 pub fn setup() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
 }
 
-/// An injected failure for this step, if the `apply-step` failpoint names its kind (or no kind).
-/// A kind that is no `StepKind` is a mistake in the test that set it, which would otherwise
-/// pass without injecting anything: it panics.
+/// An injected failure for a step of kind `kind` (its report word), if the `apply-step`
+/// failpoint names that kind (or no kind). `is_kind` tells the kinds there are: a name that is
+/// none of them is a mistake in the test that set it, which would otherwise pass without
+/// injecting anything, so it panics.
 #[cfg(feature = "failpoints")]
-pub fn inject(step: &Step) -> Option<String> {
-    fail::fail_point!("apply-step", |kind: Option<String>| {
-        let named = kind.filter(|k| !k.is_empty()).map(|k| {
-            k.parse::<StepKind>()
-                .unwrap_or_else(|e| panic!("FAILPOINTS apply-step: {e}"))
-        });
-        match named {
-            Some(k) if k != step.kind => None,
-            _ => Some(format!("injected failure ({})", step.kind)),
+pub fn apply_step(kind: &str, is_kind: impl Fn(&str) -> bool) -> Option<String> {
+    fail::fail_point!("apply-step", |named: Option<String>| {
+        match named.filter(|k| !k.is_empty()) {
+            Some(k) if !is_kind(&k) => {
+                panic!("FAILPOINTS apply-step: `{k}` is not a step kind")
+            }
+            Some(k) if k != kind => None,
+            _ => Some(format!("injected failure ({kind})")),
         }
     });
     None
 }
 
 #[cfg(not(feature = "failpoints"))]
-pub fn inject(_step: &Step) -> Option<String> {
+pub fn apply_step(_kind: &str, _is_kind: impl Fn(&str) -> bool) -> Option<String> {
     None
 }
 
