@@ -1,132 +1,34 @@
 //! Prometheus metrics for node_exporter's textfile collector: what the last `check` or `sweep`
-//! saw and did. Produced from the report once a run ends — its header (the mode) and its
-//! summary, which the report's writer counts by family as rows stream — and written
-//! atomically, since node_exporter reads the directory at every scrape and must never see
-//! half a file.
-//!
-//! Every series carries `command`, so a sweep's file and a check's file can sit in the same
-//! textfile directory without colliding.
+//! saw and did, produced from the report once a run ends (its header's mode and its summary's
+//! counts by family), every series labelled with its `command` so a sweep's file and a check's
+//! can share a textfile directory. Written atomically, since node_exporter reads the directory
+//! at every scrape: it never leaves half a file, and a failure to write never costs the run its
+//! exit code.
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::apply::Outcome;
 use crate::decide::Ebpf;
 use crate::kernel::fs::write_atomic_unsynced;
 use crate::logging::{self, Level};
 use crate::mode::Dataplane;
-use crate::plan::StepKind;
-use crate::report::{Report, Summary};
-use crate::run::{EXIT_CANNOT_TELL, EXIT_CONFIG, EXIT_OK};
+use crate::plan::Family;
+use crate::report::{Families, Report, Summary};
 
-/// The kinds of object an operator asks about, as the `family` label.
+/// How a run ended, as its exit code says (the codes themselves are `run`'s, where the process
+/// ends): what the `result` label is made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Cgroup,
-    Tc,
-    Tcx,
-    Netkit,
-    Xdp,
-    /// A link whose hook the guard did not see (found by its pin alone).
-    Link,
-    /// Program and link pins.
-    Pin,
-    Map,
-    Directory,
-    Device,
-}
-
-impl Family {
-    pub const ALL: [Family; 10] = [
-        Family::Cgroup,
-        Family::Tc,
-        Family::Tcx,
-        Family::Netkit,
-        Family::Xdp,
-        Family::Link,
-        Family::Pin,
-        Family::Map,
-        Family::Directory,
-        Family::Device,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Cgroup => "cgroup",
-            Family::Tc => "tc",
-            Family::Tcx => "tcx",
-            Family::Netkit => "netkit",
-            Family::Xdp => "xdp",
-            Family::Link => "link",
-            Family::Pin => "pin",
-            Family::Map => "map",
-            Family::Directory => "directory",
-            Family::Device => "device",
-        }
-    }
-
-    /// The family of a report row, from its kind and, for links and hook attachments (whose
-    /// kind does not say which hook), its location as the plan writes it: `cgroup PATH HOOK
-    /// …` or `IFNAME tcx|netkit|xdp …`. An interface name holds no space (the kernel refuses
-    /// one), so the second word is the hook's. None: a row that is no object (the re-scan's).
-    pub fn of(kind: StepKind, location: &str) -> Option<Family> {
-        use StepKind::*;
-        let mut words = location.split(' ');
-        let hook = (words.next(), words.next());
-        Some(match (kind, hook) {
-            (CgroupAttachment, _) => Family::Cgroup,
-            (TcFilter, _) => Family::Tc,
-            (XdpAttachment, _) => Family::Xdp,
-            (ProgramPin | LinkPin, _) => Family::Pin,
-            (MapPin, _) => Family::Map,
-            (Directory, _) => Family::Directory,
-            (Device, _) => Family::Device,
-            (Link, (Some("cgroup"), _)) => Family::Cgroup,
-            (Link | TcxAttachment, (_, Some("netkit"))) => Family::Netkit,
-            (Link | TcxAttachment, (_, Some("tcx"))) => Family::Tcx,
-            (Link, (_, Some("xdp"))) => Family::Xdp,
-            (Link | TcxAttachment, _) => Family::Link,
-            (ReScan, _) => return None,
-        })
-    }
-
-    /// Objects of the network namespace the guard runs in, rather than of the host (cgroups,
-    /// bpffs).
-    pub fn in_netns(self) -> bool {
-        matches!(
-            self,
-            Family::Tc | Family::Tcx | Family::Netkit | Family::Xdp | Family::Device
-        )
-    }
-
-    /// Its place in `ALL` (declaration order).
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Rows counted by family, as the report streams them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Families {
-    /// Still there: planned but not acted on (check, a refused sweep), or failed to go.
-    stale: [usize; Family::ALL.len()],
-    removed: [usize; Family::ALL.len()],
-}
-
-impl Families {
-    pub fn count(&mut self, kind: StepKind, location: &str, outcome: Option<&Outcome>) {
-        let Some(f) = Family::of(kind, location) else {
-            return;
-        };
-        match outcome {
-            None | Some(Outcome::Failed(_)) => self.stale[f.index()] += 1,
-            Some(Outcome::Removed) => self.removed[f.index()] += 1,
-            // Gone before the guard came, or no longer Calico's: neither removed nor stale.
-            Some(Outcome::AlreadyGone | Outcome::Kept(_)) => {}
-        }
-    }
+pub enum Ended {
+    /// Exit 0.
+    Ok,
+    /// Sweep: something failed or was refused; check: stale objects.
+    Failed,
+    /// Check only: it could not tell.
+    CannotTell,
+    /// An invalid config or mode file: nothing was touched.
+    InvalidInput,
 }
 
 /// What a run saw, filled in as it goes; rendered once at its end.
@@ -180,8 +82,8 @@ impl Seen {
 
     /// Write the file; a failure is logged and costs no exit code: metrics must never be the
     /// reason a sweep, and so kubelet, fails.
-    pub fn write(self, path: &Path, exit_code: u8) {
-        let text = render(&self, self.clock.elapsed(), exit_code);
+    pub fn write(self, path: &Path, exit_code: u8, ended: Ended) {
+        let text = render(&self, self.clock.elapsed(), exit_code, ended);
         if let Err(e) = write_file(path, &text) {
             logging::log(
                 Level::Warning,
@@ -206,20 +108,20 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
 }
 
 /// What the run came to, as the `result` label.
-fn result(seen: &Seen, exit_code: u8) -> &'static str {
+fn result(seen: &Seen, ended: Ended) -> &'static str {
     let removed = seen
         .families
         .as_ref()
         .is_some_and(|f| f.removed.iter().sum::<usize>() > 0);
-    match (seen.command, exit_code) {
-        (_, EXIT_CONFIG) => "invalid_input",
-        ("check", EXIT_OK) => "ok",
-        ("check", EXIT_CANNOT_TELL) => "cannot_tell",
+    match (seen.command, ended) {
+        (_, Ended::InvalidInput) => "invalid_input",
+        ("check", Ended::Ok) => "ok",
+        ("check", Ended::CannotTell) => "cannot_tell",
         ("check", _) => "stale",
         (_, _) if seen.refused => "refused",
-        (_, EXIT_OK) if seen.complete.is_none() => "skipped",
-        (_, EXIT_OK) if removed => "swept",
-        (_, EXIT_OK) => "clean",
+        (_, Ended::Ok) if seen.complete.is_none() => "skipped",
+        (_, Ended::Ok) if removed => "swept",
+        (_, Ended::Ok) => "clean",
         _ => "failed",
     }
 }
@@ -240,7 +142,7 @@ fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, String)])
 
 /// The file's text (Prometheus text format 0.0.4). Label values come from fixed sets of
 /// names, so none needs escaping.
-pub fn render(seen: &Seen, duration: Duration, exit_code: u8) -> String {
+pub fn render(seen: &Seen, duration: Duration, exit_code: u8, ended: Ended) -> String {
     let cmd = format!("command=\"{}\"", seen.command);
     let one = |labels: String, value: String| vec![(labels, value)];
     let by_family = |counts: &[usize; Family::ALL.len()]| -> Vec<(String, String)> {
@@ -283,7 +185,7 @@ pub fn render(seen: &Seen, duration: Duration, exit_code: u8) -> String {
         "last_run_result",
         "What the last run came to, as its result label (sweep: clean, swept, skipped, refused, failed; check: ok, stale, cannot_tell; both: invalid_input).",
         &one(
-            format!("{cmd},result=\"{}\"", result(seen, exit_code)),
+            format!("{cmd},result=\"{}\"", result(seen, ended)),
             "1".into(),
         ),
     );
@@ -334,39 +236,8 @@ pub fn render(seen: &Seen, duration: Duration, exit_code: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::Outcome;
     use crate::plan::StepKind::*;
-
-    #[test]
-    fn families_from_kind_and_location() {
-        use Family::{Cgroup, Map, Netkit, Pin, Tc, Tcx, Xdp};
-        let cases = [
-            (
-                CgroupAttachment,
-                "cgroup /x connect4 (exclusive)",
-                Some(Cgroup),
-            ),
-            (Link, "cgroup /x y connect4 (link 4)", Some(Cgroup)),
-            // A cgroup path may hold spaces and hook words: the first word decides.
-            (Link, "cgroup /a tcx b connect4 (link 4)", Some(Cgroup)),
-            (TcFilter, "cali1 ingress pref 1 handle 0x1", Some(Tc)),
-            (TcxAttachment, "cali1 tcx ingress", Some(Tcx)),
-            (Link, "cali1 tcx egress (link 9)", Some(Tcx)),
-            (TcxAttachment, "nk0 netkit primary", Some(Netkit)),
-            (Link, "nk0 netkit peer (link 9)", Some(Netkit)),
-            (XdpAttachment, "eth0 xdp (generic)", Some(Xdp)),
-            (Link, "eth0 xdp (driver) (link 3)", Some(Xdp)),
-            (Link, "pinned at /sys/fs/bpf/ctlb/x", Some(Family::Link)),
-            (ProgramPin, "/sys/fs/bpf/ctlb/calico_connect_v6", Some(Pin)),
-            (LinkPin, "/sys/fs/bpf/tcx/x", Some(Pin)),
-            (MapPin, "/sys/fs/bpf/tc/globals/cali_v4_ct3", Some(Map)),
-            (Directory, "/sys/fs/bpf/ctlb", Some(Family::Directory)),
-            (Device, "this network namespace", Some(Family::Device)),
-            (ReScan, "every configured root", None),
-        ];
-        for (kind, location, want) in cases {
-            assert_eq!(Family::of(kind, location), want, "{kind} at {location}");
-        }
-    }
 
     fn seen(command: &'static str) -> Seen {
         let mut s = Seen::start(command);
@@ -399,7 +270,7 @@ mod tests {
             Some(&Outcome::Failed("x".into())),
         );
         s.scanned(true, &summary);
-        let text = render(&s, Duration::from_micros(1500), 1);
+        let text = render(&s, Duration::from_micros(1500), 1, Ended::Failed);
         for want in [
             "# HELP calico_bpf_guard_last_run_timestamp_seconds ",
             "# TYPE calico_bpf_guard_last_run_timestamp_seconds gauge\n",
@@ -437,7 +308,7 @@ mod tests {
         // completeness, and a check never reports removals.
         let mut s = seen("check");
         s.mode = Some((Some(Dataplane::Bpf), Ebpf::On));
-        let text = render(&s, Duration::ZERO, 0);
+        let text = render(&s, Duration::ZERO, 0, Ended::Ok);
         assert!(text.contains("result=\"ok\"} 1\n"), "{text}");
         assert!(
             text.contains("dataplane=\"bpf\",ebpf=\"on\"} 1\n"),
@@ -447,14 +318,14 @@ mod tests {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }
         // An invalid mode file: no mode either.
-        let text = render(&seen("sweep"), Duration::ZERO, EXIT_CONFIG);
+        let text = render(&seen("sweep"), Duration::ZERO, 78, Ended::InvalidInput);
         assert!(text.contains("result=\"invalid_input\"} 1\n"), "{text}");
         assert!(!text.contains("_mode{"), "{text}");
         // No mode file: dataplane none.
         let mut s = seen("check");
         s.mode = Some((None, Ebpf::Unknown));
         s.scan_failed();
-        let text = render(&s, Duration::ZERO, 2);
+        let text = render(&s, Duration::ZERO, 2, Ended::CannotTell);
         assert!(
             text.contains("dataplane=\"none\",ebpf=\"unknown\"} 1\n"),
             "{text}"
@@ -481,20 +352,44 @@ mod tests {
             s
         };
         let cases = [
-            (with("sweep", false, None, false), 0, "skipped"),
-            (with("sweep", false, Some(true), false), 0, "clean"),
-            (with("sweep", false, Some(true), true), 0, "swept"),
-            (with("sweep", true, Some(true), false), 1, "refused"),
-            (with("sweep", false, Some(false), true), 1, "failed"),
-            (with("sweep", false, None, false), 1, "failed"),
-            (with("sweep", false, None, false), 78, "invalid_input"),
-            (with("check", false, Some(true), false), 0, "ok"),
-            (with("check", false, Some(true), false), 1, "stale"),
-            (with("check", false, Some(false), false), 2, "cannot_tell"),
-            (with("check", false, None, false), 78, "invalid_input"),
+            (with("sweep", false, None, false), Ended::Ok, "skipped"),
+            (with("sweep", false, Some(true), false), Ended::Ok, "clean"),
+            (with("sweep", false, Some(true), true), Ended::Ok, "swept"),
+            (
+                with("sweep", true, Some(true), false),
+                Ended::Failed,
+                "refused",
+            ),
+            (
+                with("sweep", false, Some(false), true),
+                Ended::Failed,
+                "failed",
+            ),
+            (with("sweep", false, None, false), Ended::Failed, "failed"),
+            (
+                with("sweep", false, None, false),
+                Ended::InvalidInput,
+                "invalid_input",
+            ),
+            (with("check", false, Some(true), false), Ended::Ok, "ok"),
+            (
+                with("check", false, Some(true), false),
+                Ended::Failed,
+                "stale",
+            ),
+            (
+                with("check", false, Some(false), false),
+                Ended::CannotTell,
+                "cannot_tell",
+            ),
+            (
+                with("check", false, None, false),
+                Ended::InvalidInput,
+                "invalid_input",
+            ),
         ];
-        for (s, code, want) in cases {
-            assert_eq!(result(&s, code), want, "{s:?} exit {code}");
+        for (s, ended, want) in cases {
+            assert_eq!(result(&s, ended), want, "{s:?} {ended:?}");
         }
     }
 }

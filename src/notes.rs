@@ -1,16 +1,14 @@
 //! What Calico's eBPF mode changed that the guard reports but never changes: sysctls and state
-//! files. Only gathered when stale Calico objects were found, so a clean node stays quiet.
-//!
-//! The network sysctls belong to the network namespace the guard runs in, and a namespace
-//! where nothing Calico ever ran has rp_filter 0 too (the kernel's default for a new one): they
-//! count only when Calico's network objects (tc, tcx, netkit, XDP, bpfin.cali) were found here,
-//! not merely its pins or cgroup programs, which are the host's.
+//! files, gathered only when stale Calico objects were found, so a clean node stays quiet. The
+//! network sysctls belong to the network namespace the guard runs in, and a namespace where
+//! nothing Calico ever ran has rp_filter 0 too (the kernel's default for a new one): they count
+//! only when Calico's network objects (tc, tcx, netkit, XDP, bpfin.cali) were found here, not
+//! merely its pins or cgroup programs, which are the host's.
 
 use std::fs;
 use std::path::Path;
 
-use crate::metrics::Family;
-use crate::plan::Step;
+use crate::plan::{Family, Step};
 
 /// The facts, read from the running system (read-only).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! What the guard tells people and machines: a table, one JSON document, log lines, and the
-//! unit's status line. The same `Report` and rows feed all of them, written as they come.
+//! unit's status line. The same `Report` and rows feed all of them, written as they come, and
+//! counted by family for the metrics. It never keeps the rows themselves, and a closed stdout
+//! never stops a sweep.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -11,9 +13,8 @@ use crate::decide::Ebpf;
 use crate::interlock::Holder;
 use crate::kernel::bpf::Features;
 use crate::logging::{self, one_line, Level};
-use crate::metrics::Families;
 use crate::mode::Mode;
-use crate::plan::{Step, StepKind};
+use crate::plan::{Family, Step, StepKind};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -51,6 +52,28 @@ pub struct Summary {
     /// The same rows by family, for the metrics file.
     #[serde(skip)]
     pub families: Families,
+}
+
+/// Rows counted by family, as the report streams them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Families {
+    /// Still there: planned but not acted on (check, a refused sweep), or failed to go.
+    pub stale: [usize; Family::ALL.len()],
+    pub removed: [usize; Family::ALL.len()],
+}
+
+impl Families {
+    pub fn count(&mut self, kind: StepKind, location: &str, outcome: Option<&Outcome>) {
+        let Some(f) = Family::of(kind, location) else {
+            return;
+        };
+        match outcome {
+            None | Some(Outcome::Failed(_)) => self.stale[f.index()] += 1,
+            Some(Outcome::Removed) => self.removed[f.index()] += 1,
+            // Gone before the guard came, or no longer Calico's: neither removed nor stale.
+            Some(Outcome::AlreadyGone | Outcome::Kept(_)) => {}
+        }
+    }
 }
 
 /// What is known before the first row: the header of every form of the report.

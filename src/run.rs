@@ -1,5 +1,6 @@
-//! The commands, each one pass through the pipeline:
-//! config + mode → decide → inventory → ownership → plan → apply → report.
+//! The commands, each one pass through the pipeline (config + mode → decide → inventory →
+//! plan → apply → report), and the exit codes where the process ends. It holds no rule of its
+//! own: what to remove, how, and what to say are the lower modules'.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -16,7 +17,7 @@ use crate::interlock;
 use crate::inventory::{self, Inventory, Roots};
 use crate::kernel::fs::{is_journal_stream, lock_exclusive, Lock};
 use crate::logging::{self, Level};
-use crate::metrics::Seen;
+use crate::metrics::{Ended, Seen};
 use crate::mode::{self, Dataplane, Mode};
 use crate::notes;
 use crate::plan::{self, Step, StepKey, StepKind};
@@ -34,6 +35,18 @@ pub fn exit_code(result: &Result<u8>) -> u8 {
         Err(e) if e.downcast_ref::<InvalidInput>().is_some() => EXIT_CONFIG,
         Err(_) => EXIT_FAILED,
     }
+}
+
+/// A run's metrics, written once its exit code is known.
+fn write_metrics(seen: Seen, path: &Path, result: &Result<u8>) {
+    let code = exit_code(result);
+    let ended = match code {
+        EXIT_OK => Ended::Ok,
+        EXIT_CANNOT_TELL => Ended::CannotTell,
+        EXIT_CONFIG => Ended::InvalidInput,
+        _ => Ended::Failed,
+    };
+    seen.write(path, code, ended);
 }
 
 /// How long a second guard waits for the first one before giving up.
@@ -140,7 +153,7 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     let mut seen = Seen::start("sweep");
     let result = sweep_seen(s, opts, &mut seen);
     if let (Some(path), false) = (&s.metrics_file, opts.dry_run) {
-        seen.write(path, exit_code(&result));
+        write_metrics(seen, path, &result);
     }
     result
 }
@@ -311,7 +324,7 @@ pub fn check(s: &Settings, json: bool, metrics: Option<&Path>) -> Result<u8> {
     let mut seen = Seen::start("check");
     let result = check_seen(s, json, &mut seen);
     if let Some(path) = metrics {
-        seen.write(path, exit_code(&result));
+        write_metrics(seen, path, &result);
     }
     result
 }
