@@ -83,6 +83,15 @@ pub fn is_refused(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ELOOP) | Some(libc::EXDEV))
 }
 
+/// Why an entry was not followed, in words.
+pub fn refusal(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ELOOP) => "a symlink, not followed".into(),
+        Some(libc::EXDEV) => "another file system is mounted there, not entered".into(),
+        _ => err.to_string(),
+    }
+}
+
 impl Dir {
     /// A configured root, opened as configured: the configuration is trusted (root-owned, see
     /// `fs::read_trusted`), what lies beneath the root is not.
