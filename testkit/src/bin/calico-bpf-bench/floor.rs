@@ -1,5 +1,5 @@
 //! The kernel floor: what the kernel itself spends on a sweep's writes and on reading the node,
-//! timed in-process without any of the guard's own overhead.
+//! timed in-process without any of the guard's own overhead. It never runs the guard.
 
 use std::fs;
 use std::os::fd::AsFd;

@@ -1,5 +1,6 @@
 //! Runs of the guard under test: a timed `sweep` with its peak RSS, its system calls under
-//! strace, and a no-op `sweep` against /bin/true under hyperfine.
+//! strace, and a no-op `sweep` against /bin/true under hyperfine. It never plants or checks a
+//! node (`node`) and never computes a ratio (`report`).
 
 use std::fs;
 use std::path::Path;
@@ -11,9 +12,9 @@ use calico_bpf_guard::kernel::bpf::{self, IdSpace};
 use calico_bpf_testkit::Sandbox;
 use serde_json::Value;
 
-use crate::check_stop;
-use crate::measure::median;
 use crate::node::Node;
+use crate::stats::median;
+use crate::stop::check_stop;
 
 /// The kernel's switch the guard sets while it detaches tcx programs.
 pub const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";

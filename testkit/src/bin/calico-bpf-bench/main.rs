@@ -1,117 +1,36 @@
 //! `calico-bpf-bench`: the guard against the manual bpftool/tc procedure and against the kernel's
-//! own cost, on sandbox nodes with hundreds to thousands of Calico interfaces (issue 5).
-//!
-//! Every measurement starts from the same planted state: the node (interfaces, qdiscs, foreign
+//! own cost, on sandbox nodes with hundreds to thousands of Calico interfaces (issue 5). Every
+//! measurement starts from the same planted state: the node (interfaces, qdiscs, foreign
 //! objects) is built once per size, and Calico's objects are planted afresh before each run and
-//! checked gone (and the foreign ones still there) after it.
+//! checked gone (and the foreign ones still there) after it; it never measures a node it has
+//! not checked.
 
 mod floor;
 mod guard;
 mod manual;
 mod measure;
 mod node;
+mod opts;
 mod report;
+mod stats;
+mod stop;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use calico_bpf_testkit::plant;
 use clap::Parser;
 
 use crate::guard::noop;
 use crate::measure::measure;
 use crate::node::{Node, Variant};
+use crate::opts::Opts;
 use crate::report::render;
-
-/// The guard against the manual bpftool/tc procedure and the kernel's own cost, on sandbox
-/// nodes with Calico interfaces. Needs root. Prints a Markdown table.
-#[derive(Parser)]
-#[command(name = "calico-bpf-bench", max_term_width = 100)]
-pub struct Opts {
-    /// The guard binary to measure.
-    #[arg(long, value_name = "PATH")]
-    pub guard: PathBuf,
-    /// Interfaces per node, one node each (with --hold, the first).
-    #[arg(
-        long,
-        value_name = "N,...",
-        value_delimiter = ',',
-        default_value = "100,1000",
-        value_parser = interfaces
-    )]
-    pub sizes: Vec<usize>,
-    /// How Calico attaches its tc programs (with --hold, the first).
-    #[arg(
-        long,
-        value_enum,
-        value_name = "VARIANT,...",
-        value_delimiter = ',',
-        default_value = "tc,tcx"
-    )]
-    pub variants: Vec<Variant>,
-    /// Timed sweeps per node (the median is reported).
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 3,
-        value_parser = runs
-    )]
-    pub runs: usize,
-    /// Largest node the manual procedure runs on [default: every size].
-    #[arg(long, value_name = "N")]
-    pub manual_max: Option<usize>,
-    /// Also write the Markdown table here.
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
-    /// Build one node, plant it, print its config and namespace, and plant it again for every
-    /// line read on stdin (for profiling by hand); EOF removes it.
-    #[arg(long)]
-    pub hold: bool,
-}
-
-/// A node size. Spaces around the commas are allowed; zero is not, because the foreign tc
-/// program goes on the first interface.
-fn interfaces(s: &str) -> Result<usize, String> {
-    match s.trim().parse() {
-        Ok(0) => Err("a node needs at least one interface".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("bad number {s}: {e}")),
-    }
-}
-
-/// A median needs at least one run.
-fn runs(s: &str) -> Result<usize, String> {
-    match s.parse() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("bad number {s}: {e}")),
-    }
-}
-
-/// Set by SIGINT/SIGTERM: the bench stops at the next step and its sandboxes are removed by
-/// their Drop (a killed child process makes the current step fail first).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-pub fn check_stop() -> Result<()> {
-    if STOP.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
+use crate::stop::check_stop;
 
 fn main() -> ExitCode {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop::install();
     match run(&Opts::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,4 +1,5 @@
-//! The manual procedure an operator would follow with bpftool and tc, for comparison.
+//! The manual procedure an operator would follow with bpftool and tc, for comparison. It never
+//! uses the guard's code: only the tools an operator has.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

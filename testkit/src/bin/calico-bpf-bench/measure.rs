@@ -1,5 +1,6 @@
 //! One node size's measurements: the guard's sweeps, the kernel floor, strace and the manual
-//! procedure, each from a freshly planted node and checked clean after it.
+//! procedure, each from a freshly planted node and checked clean after it. It never formats a
+//! table (`report`).
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -11,21 +12,8 @@ use crate::floor::{kernel_floor, read_floor, FloorRun};
 use crate::guard::{guard_sweep, guard_syscalls};
 use crate::manual::manual_sweep;
 use crate::node::{Node, Variant};
-use crate::Opts;
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+use crate::opts::Opts;
+use crate::stats::ms;
 
 /// Everything measured on one node size.
 pub struct Row {

@@ -1,5 +1,6 @@
 //! The sandbox node: Calico workload interfaces, the foreign objects that must survive every
-//! run, Calico's objects planted afresh before each run, and a census of what is there.
+//! run, Calico's objects planted afresh before each run, and a census of what is there. It
+//! never times anything.
 
 use std::fmt::Write as _;
 use std::os::fd::AsFd;
@@ -14,7 +15,7 @@ use calico_bpf_testkit::{plant, progs, snapshot, Sandbox};
 use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::check_stop;
+use crate::stop::check_stop;
 
 /// Global maps pinned under tc/globals, and maps in old_jumps repin directories.
 const GLOBAL_PINS: usize = 280;

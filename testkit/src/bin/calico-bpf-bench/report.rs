@@ -1,11 +1,13 @@
-//! The Markdown report `make bench` prints and writes to bench/results.md.
+//! The Markdown report `make bench` prints and writes to bench/results.md. It only formats what
+//! was measured; it never measures.
 
 use std::fmt::Write as _;
 use std::process::Command;
 
 use crate::guard::{rcu_expedited, Noop, RCU_EXPEDITED};
-use crate::measure::{median, ms, Row};
+use crate::measure::Row;
 use crate::node::Variant;
+use crate::stats::{median, ms};
 
 fn cmd_line(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
