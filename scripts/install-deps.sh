@@ -4,7 +4,8 @@
 set -euo pipefail
 what=${1:-test}
 
-build=(libelf-dev zlib1g-dev pkg-config gcc make)
+# python3: make lint's house check (scripts/house.py).
+build=(libelf-dev zlib1g-dev pkg-config gcc make python3)
 test=(iproute2 util-linux procps bpftool)
 # The shipped binary is built with cargo-zigbuild for glibc 2.17, with libelf and zlib built from
 # libbpf-sys's vendored sources: autotools, flex, bison and gawk build elfutils' libelf. rpmbuild

@@ -1,4 +1,5 @@
-//! Whether to sweep: from the mode file, the configuration and --force. Pure.
+//! Whether to sweep: from the mode file, the configuration and --force. Pure: it never reads a
+//! file or the kernel.
 
 use crate::config::OnMissingMode;
 use crate::mode::Mode;

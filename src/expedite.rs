@@ -1,20 +1,9 @@
-//! Expedited RCU grace periods for the span of a sweep's tcx and netkit detaches.
-//!
-//! Each tcx or netkit detach waits for an RCU grace period, one after another under rtnl: about
-//! 8 ms each, so a node with 1,000 Calico interfaces holds kubelet for 17 s. With
-//! `rcu_expedited` set the kernel ends each grace period at once, forcing every CPU through a
-//! quiescent state with an inter-processor interrupt, instead of waiting for them to pass
-//! through one by themselves: about 60× shorter. The price is those interrupts, host-wide, for
-//! every grace period anyone waits for while it is set. So the guard sets it only when it reads
-//! 0, only for a sweep with at least `MIN_DETACHES` such detaches, from just before the first
-//! to just after the last, and then puts back the value it read, if the switch still holds the
-//! guard's 1 (a value someone else wrote meanwhile stays).
-//!
-//! A signal (SIGTERM from systemd, SIGINT at a terminal, SIGHUP) puts it back before the
-//! process ends. What nothing in the process can survive (SIGKILL, a crash) is covered by a
-//! record written before the switch is set and removed once it is back: the next sweep finds
-//! it and puts the value back. The record lives under /run, like the switch it describes, so a
-//! reboot clears both.
+//! Expedited RCU grace periods for the span of a sweep's tcx and netkit detaches: each waits for
+//! a grace period, one after another under rtnl (about 8 ms each, so 1,000 Calico interfaces
+//! hold kubelet for 17 s), and with `rcu_expedited` set the kernel ends each at once, about 60×
+//! shorter. It never changes the switch unless it reads 0 and the sweep has at least
+//! `MIN_DETACHES` such detaches, never for longer than that span, and never overwrites a value
+//! someone else wrote meanwhile.
 
 use std::fs;
 use std::io;
@@ -43,6 +32,14 @@ pub fn span(steps: &[Step]) -> Option<(Range<usize>, usize)> {
     Some((first..last + 1, count))
 }
 
+/// The price of expediting is an inter-processor interrupt on every CPU, host-wide, for every
+/// grace period anyone waits for while the switch is set: hence only for the span of the
+/// detaches, and then the value read is put back, if the switch still holds the guard's 1.
+/// A signal (SIGTERM from systemd, SIGINT at a terminal, SIGHUP) puts it back before the
+/// process ends. What nothing in the process can survive (SIGKILL, a crash) is covered by a
+/// record written before the switch is set and removed once it is back: the next sweep finds
+/// it and puts the value back. The record lives under /run, like the switch it describes, so a
+/// reboot clears both.
 /// Grace periods are expedited while this lives; dropping it puts the switch back.
 pub struct Expedited {
     switch: Switch,

@@ -1,5 +1,7 @@
 //! The live-dataplane interlock: if a running process holds one of the objects a sweep would
-//! remove, an eBPF dataplane is alive on this node, whatever the mode file says.
+//! remove, an eBPF dataplane is alive on this node, whatever the mode file says. It only
+//! looks (task_file iterator, else /proc) and never reads "nobody seen" as proof when it could
+//! not see every process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;

@@ -1,9 +1,9 @@
 //! calico-bpf-guard: removes stale Calico eBPF dataplane objects from a node whose cached mode
-//! says the eBPF dataplane is off, and nothing else.
-//!
-//! Data flows one way: `config` + `mode` → `decide` → `inventory` (read-only scan) →
-//! `ownership` (pure rules) → `plan` (ordered steps) → `apply` → `report`. Kernel access lives
-//! in `kernel` alone.
+//! says the eBPF dataplane is off, and nothing else. Data flows one way: `config` + `mode` →
+//! `decide` → `inventory` (read-only scan, which consults `ownership`'s pure rules on where
+//! Calico puts things) → `plan` (ordered steps) → `apply` → `report` and `metrics`, with `run`
+//! on top; no module imports one above it (scripts/house.py checks). Kernel access lives in
+//! `kernel` alone; nothing else calls `unsafe` code or libc.
 
 pub mod apply;
 pub mod config;

@@ -1,3 +1,7 @@
+//! The `calico-bpf-guard` command line: parses the arguments, sets up logging, runs one command
+//! of `run` and turns its result into the process's exit code. It never scans or changes the
+//! kernel itself.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

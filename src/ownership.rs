@@ -1,6 +1,7 @@
 //! Which kernel objects are Calico's eBPF dataplane leftovers: pure rules over plain data, from
 //! ../shared/calico-objects.md. Kernel names are cut to 15 characters, so every rule works on
-//! the cut name and the program type; BTF full names are only for reports.
+//! the cut name and the program type; BTF full names are only for reports. It never touches
+//! the kernel, and what no rule names is never Calico's.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};

@@ -1,11 +1,10 @@
 //! Every open file of every task, from a BPF `task_file` iterator: the kernel's own view, with
 //! no ptrace checks, so the live-dataplane interlock sees a Felix more privileged than the
-//! guard, or in another user namespace, without CAP_SYS_PTRACE.
-//!
-//! The program is built from raw instructions: struct offsets come from the running kernel's
-//! BTF (no CO-RE, no clang), and no kernel symbol address is needed. Each record says which
-//! task holds which fd, and the file's `f_op` and `private_data` pointers; the caller compares
-//! those with the records of its own fds on the objects it cares about.
+//! guard, or in another user namespace, without CAP_SYS_PTRACE. It only reads: the program is
+//! built from raw instructions with struct offsets from the running kernel's BTF (no CO-RE, no
+//! clang, no kernel symbol address), and it never decides who holds what: each record says
+//! which task holds which fd and the file's `f_op` and `private_data` pointers, and the caller
+//! compares those with the records of its own fds.
 
 use std::io::{self, Read};
 use std::mem::size_of;

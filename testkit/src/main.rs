@@ -1,5 +1,6 @@
 //! `calico-bpf-testkit`: plant and verify stale Calico state outside the test harness (the
-//! boot test plants on a booted systemd; the demo runs a whole sandbox).
+//! boot test plants on a booted systemd; the demo runs a whole sandbox). It never sweeps:
+//! removing Calico's objects is the guard's job, under test.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

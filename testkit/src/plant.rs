@@ -1,6 +1,6 @@
 //! Plant kernel state: Calico's leftovers in every form its releases left them, and foreign
 //! objects on the same hooks. Network functions act on the calling thread's namespace (wrap
-//! them in `Netns::enter`).
+//! them in `Netns::enter`); nothing here removes or checks state.
 
 use std::ffi::OsStr;
 use std::fs;

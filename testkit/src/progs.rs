@@ -1,5 +1,6 @@
 //! Programs and maps built from raw instructions, with the exact kernel names Calico and other
 //! tools use: no clang, no ELF. Optionally with BTF, so the program carries its full name.
+//! They only return; they never touch a packet or a socket.
 
 use std::io;
 use std::mem::size_of;
