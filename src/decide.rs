@@ -2,7 +2,7 @@
 //! file or the kernel.
 
 use crate::config::OnMissingMode;
-use crate::mode::Mode;
+use modefile::{Dataplane, Mode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -34,6 +34,9 @@ pub fn decide(mode: Option<&Mode>, on_missing: OnMissingMode, force: bool) -> De
         (Some(m), _, _) if m.dataplane.ebpf_on() => {
             Decision::Skip("the mode file says the eBPF dataplane is on".into())
         }
+        (Some(m), _, _) if m.dataplane == Dataplane::None => Decision::Sweep(
+            "the mode file says none: Calico is not this node's dataplane any more".into(),
+        ),
         (Some(m), _, _) => Decision::Sweep(format!(
             "the mode file says {}: the eBPF dataplane is off",
             m.dataplane
@@ -90,7 +93,6 @@ pub fn check_verdict(stale: bool, blind: usize, ebpf: Ebpf, live: bool) -> (Verd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mode::Dataplane;
 
     #[test]
     fn table() {
@@ -108,6 +110,7 @@ mod tests {
             (m(Dataplane::Iptables), Skip, false, true, Ebpf::Off),
             (m(Dataplane::Nftables), Skip, false, true, Ebpf::Off),
             (m(Dataplane::Vpp), Skip, false, true, Ebpf::Off),
+            (m(Dataplane::None), Skip, false, true, Ebpf::Off),
             (None, Skip, false, false, Ebpf::Unknown),
             (None, Skip, true, true, Ebpf::Unknown),
             (None, Sweep, false, true, Ebpf::Off),

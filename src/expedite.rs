@@ -11,10 +11,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
-use crate::kernel::fs::{read_trusted, write_atomic, FileProblem};
 use crate::kernel::rcu::{SignalRestore, Switch};
 use crate::logging::{self, Level};
 use crate::plan::Step;
+use modefile::{read_trusted, write_atomic, FileProblem};
 
 /// Fewer detaches than this wait well under 0.1 s in all: not worth changing a host-wide
 /// setting for.

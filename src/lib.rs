@@ -15,7 +15,6 @@ pub mod inventory;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
-pub mod mode;
 pub mod names;
 pub mod notes;
 pub mod ownership;

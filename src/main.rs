@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+use modefile::Dataplane;
 
 use calico_bpf_guard::config;
 use calico_bpf_guard::kernel::bpf::route_libbpf_prints;
 use calico_bpf_guard::logging::{self, Level};
-use calico_bpf_guard::mode::Dataplane;
 use calico_bpf_guard::run::{self, SweepOpts, EXIT_CONFIG};
 
 /// Remove stale Calico eBPF dataplane objects from a node that runs the iptables or nftables
@@ -80,13 +81,21 @@ enum ModeCommand {
     Show,
     /// Write the mode file atomically (0644)
     Set {
-        /// Calico's linuxDataplane value
-        #[arg(value_enum, ignore_case = true)]
+        /// Calico's linuxDataplane value, or `none`: Calico is not this node's dataplane any more
+        /// (uninstalled, or migrated to another CNI); the guard sweeps as for iptables
+        #[arg(ignore_case = true, value_parser = dataplane_parser())]
         dataplane: Dataplane,
         /// Free text: who wrote it (e.g. "image build", "cloud-init")
         #[arg(long, value_name = "TEXT")]
         source: Option<String>,
     },
+}
+
+/// The mode file's own names, so that `mode set` takes exactly what the file does.
+fn dataplane_parser() -> impl TypedValueParser<Value = Dataplane> {
+    PossibleValuesParser::new(Dataplane::ALL.map(Dataplane::as_str)).try_map(|s| {
+        Dataplane::parse(&s).ok_or_else(|| format!("`{s}` is not one of {}", Dataplane::names()))
+    })
 }
 
 fn main() -> ExitCode {

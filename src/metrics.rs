@@ -11,11 +11,11 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::decide::Ebpf;
-use crate::kernel::fs::write_atomic_unsynced;
 use crate::logging::{self, Level};
-use crate::mode::Dataplane;
 use crate::plan::Family;
 use crate::report::{Families, Report, Summary};
+use modefile::write_atomic_unsynced;
+use modefile::Dataplane;
 
 /// How a run ended, as its exit code says (the codes themselves are `run`'s, where the process
 /// ends): what the `result` label is made from.
@@ -195,11 +195,11 @@ pub fn render(seen: &Seen, duration: Duration, exit_code: u8, ended: Ended) -> S
             Ebpf::Off => "off",
             Ebpf::Unknown => "unknown",
         };
-        let dataplane = dataplane.map_or_else(|| "none".to_string(), |d| d.to_string());
+        let dataplane = dataplane.map_or_else(|| "missing".to_string(), |d| d.to_string());
         gauge(
             &mut out,
             "mode",
-            "The node's mode as the guard read it: the mode file's dataplane (none: no mode file) and whether that means eBPF is on, off or unknown.",
+            "The node's mode as the guard read it: the mode file's dataplane (`missing`: no mode file; `none`: Calico is not this node's dataplane) and whether that means eBPF is on, off or unknown.",
             &one(
                 format!("{cmd},dataplane=\"{dataplane}\",ebpf=\"{ebpf}\""),
                 "1".into(),
@@ -327,7 +327,7 @@ mod tests {
         s.scan_failed();
         let text = render(&s, Duration::ZERO, 2, Ended::CannotTell);
         assert!(
-            text.contains("dataplane=\"none\",ebpf=\"unknown\"} 1\n"),
+            text.contains("dataplane=\"missing\",ebpf=\"unknown\"} 1\n"),
             "{text}"
         );
         assert!(

@@ -13,8 +13,8 @@ use crate::decide::Ebpf;
 use crate::interlock::Holder;
 use crate::kernel::bpf::Features;
 use crate::logging::{self, one_line, Level};
-use crate::mode::Mode;
 use crate::plan::{Family, Step, StepKind};
+use modefile::Mode;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {

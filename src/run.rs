@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::apply::{self, Outcome};
-use crate::config::{InvalidInput, Settings};
+use crate::config::Settings;
 use crate::decide::{check_verdict, decide, ebpf, Decision, Ebpf, Verdict};
 use crate::expedite;
 use crate::interlock;
@@ -18,10 +18,10 @@ use crate::inventory::{self, Inventory, Roots};
 use crate::kernel::fs::{is_journal_stream, lock_exclusive, Lock};
 use crate::logging::{self, Level};
 use crate::metrics::{Ended, Seen};
-use crate::mode::{self, Dataplane, Mode};
 use crate::notes;
 use crate::plan::{self, Step, StepKey, StepKind};
 use crate::report::{Format, Report, Row, Summary};
+use modefile::{self as mode, Dataplane, InvalidInput, Mode};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use calico_bpf_guard::decide::{check_verdict, Ebpf};
 use calico_bpf_guard::inventory::{Inventory, PinnedObject};
 use calico_bpf_guard::kernel::bpf::LinkTarget;
-use calico_bpf_guard::mode::{Dataplane, Mode};
 use calico_bpf_guard::ownership::{ProgFacts, Scope};
 use calico_bpf_guard::plan::{self, Input, Step};
 use calico_bpf_guard::report::{Format, Report, Row};
+use modefile::{Dataplane, Mode};
 
 /// Where a recording's sandbox roots are shown, so that recordings do not differ by temp path.
 const BPFFS: &str = "/golden/bpffs";

@@ -196,6 +196,105 @@ fn a_mode_file_in_a_directory_others_can_change_is_78() {
     guard_ok(&sb, &["sweep"], 0);
 }
 
+/// The trust check walks the path as it is named: a symlink on the way counts only if root owns
+/// it and its own directory passes, so a link to a root-owned file, placed in a directory that
+/// others can write (or owned by someone else), does not make the file trusted. Root-owned links
+/// in root-owned directories (`/var/run -> /run`) still work. The same for `--config`.
+#[test]
+fn a_mode_file_reached_through_a_link_others_control_is_78() {
+    use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+    let Some(sb) = stale_node("mode-link") else {
+        return;
+    };
+    let top = sb.dir.path.join("links");
+    let safe = top.join("safe");
+    let open = top.join("open");
+    std::fs::create_dir_all(&safe).unwrap();
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let real = safe.join("mode.toml");
+    calico_bpf_testkit::sandbox::write_file(&real, "dataplane = \"iptables\"\n").unwrap();
+    let config_text = std::fs::read_to_string(&sb.config).unwrap();
+    let with_mode_file = |mode_file: &std::path::Path| {
+        let text = config_text
+            .lines()
+            .filter(|l| !l.starts_with("mode_file"))
+            .chain([format!("mode_file = \"{}\"", mode_file.display()).as_str()])
+            .collect::<Vec<_>>()
+            .join("\n");
+        calico_bpf_testkit::sandbox::write_file(&sb.config, &(text + "\n")).unwrap();
+    };
+    let in_open = open.join("mode.toml");
+    symlink(&real, &in_open).unwrap();
+    let foreign = safe.join("foreign.toml");
+    symlink(&real, &foreign).unwrap();
+    lchown(&foreign, Some(65534), None).unwrap();
+    let linked_dir = top.join("safe-link");
+    symlink("safe", &linked_dir).unwrap();
+    let before = sb.snapshot();
+    for (mode_file, want) in [
+        (
+            in_open.clone(),
+            format!(
+                "directory {} that is writable by group or others (mode 0777)",
+                open.display()
+            ),
+        ),
+        (
+            foreign.clone(),
+            format!("symlink {} owned by uid 65534, not root", foreign.display()),
+        ),
+    ] {
+        with_mode_file(&mode_file);
+        for cmd in [&["sweep"][..], &["check"]] {
+            let out = guard_ok(&sb, cmd, 78);
+            assert!(stderr(&out).contains(&want), "{cmd:?}: {}", stderr(&out));
+        }
+    }
+    assert_eq!(sb.snapshot(), before);
+    // The config file itself, named through the open directory.
+    let config_in_open = open.join("config.toml");
+    symlink(&sb.config, &config_in_open).unwrap();
+    let out = std::process::Command::new(GUARD)
+        .args(["--config", config_in_open.to_str().unwrap(), "mode", "show"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    assert!(stderr(&out).contains("mode 0777"), "{}", stderr(&out));
+    // Root's links in root's directories are followed: the node is swept.
+    with_mode_file(&linked_dir.join("mode.toml"));
+    guard_ok(&sb, &["sweep"], 0);
+    assert_removed_exactly(&before, &sb.snapshot(), &all_calico());
+}
+
+/// `none` (Calico is not this node's dataplane any more) sweeps like iptables, from `mode set`.
+#[test]
+fn mode_none_sweeps_like_iptables() {
+    let Some(sb) = stale_node("mode-none") else {
+        return;
+    };
+    sb.set_mode(None).unwrap();
+    guard_ok(
+        &sb,
+        &["mode", "set", "none", "--source", "calico removed"],
+        0,
+    );
+    let shown = stdout(&guard_ok(&sb, &["mode", "show"], 0));
+    assert!(shown.contains("dataplane = \"none\""), "{shown}");
+    let before = sb.snapshot();
+    guard_ok(&sb, &["check"], 1);
+    let out = guard_ok(&sb, &["sweep"], 0);
+    assert!(
+        stdout(&out).contains("the mode file says none"),
+        "{}",
+        stdout(&out)
+    );
+    assert_removed_exactly(&before, &sb.snapshot(), &all_calico());
+    guard_ok(&sb, &["check"], 0);
+}
+
 #[test]
 fn invalid_config_is_78_and_touches_nothing() {
     let Some(sb) = stale_node("mode-badconfig") else {

@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use calico_bpf_guard::config;
 use calico_bpf_guard::inventory::{CgroupAttachment, Inventory, Located, Pin, PinnedObject};
 use calico_bpf_guard::kernel::bpf::{self, MapInfo, ProgInfo};
 use calico_bpf_guard::kernel::netlink::{Filter, NetIf, XdpMode, PARENT_INGRESS};
 use calico_bpf_guard::kernel::tree::FileId;
 use calico_bpf_guard::ownership::{self, Place, ProgFacts};
 use calico_bpf_guard::plan::{self, Action};
-use calico_bpf_guard::{config, mode};
+use modefile as mode;
 use proptest::prelude::*;
 
 /// Kernel UAPI numbers (include/uapi/linux/bpf.h), written out so the oracle does not borrow
@@ -404,11 +405,10 @@ proptest! {
 
     #[test]
     fn mode_render_round_trips_any_source(
-        which in 0usize..4,
+        which in 0usize..mode::Dataplane::ALL.len(),
         source in prop::option::of(any::<String>()),
     ) {
-        let dataplane = [mode::Dataplane::Bpf, mode::Dataplane::Iptables,
-            mode::Dataplane::Nftables, mode::Dataplane::Vpp][which];
+        let dataplane = mode::Dataplane::ALL[which];
         let m = mode::Mode { dataplane, source, updated: Some("2026-11-25T10:00:00Z".into()) };
         prop_assert_eq!(mode::parse(Path::new("/m.toml"), &mode::render(&m)).ok(), Some(m));
     }

@@ -11,9 +11,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use calico_bpf_guard::mode;
 use calico_bpf_testkit::sandbox::write_file;
 use common::*;
+use modefile as mode;
 use plant::CALICO_HOST;
 
 /// Every refusal must be quick: a FIFO or device must not block the boot.

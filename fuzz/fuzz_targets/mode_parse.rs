@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use calico_bpf_guard::mode;
+use modefile as mode;
 use libfuzzer_sys::fuzz_target;
 
 const FILE: &str = "/var/lib/calico-bpf-guard/mode.toml";

@@ -5,17 +5,12 @@
 
 use std::path::Path;
 
-use calico_bpf_guard::mode::{self, Dataplane, Mode};
 use libfuzzer_sys::fuzz_target;
+use modefile::{self as mode, Dataplane, Mode};
 
 fuzz_target!(|input: (u8, Option<String>, Option<&str>)| {
     let (which, source, updated) = input;
-    let dataplane = [
-        Dataplane::Bpf,
-        Dataplane::Iptables,
-        Dataplane::Nftables,
-        Dataplane::Vpp,
-    ][usize::from(which % 4)];
+    let dataplane = Dataplane::ALL[usize::from(which) % Dataplane::ALL.len()];
     // The parser keeps `updated` as the canonical text of a dated TOML datetime; anything else
     // is not a Mode it can return.
     let updated = match updated.map(str::parse::<toml::value::Datetime>) {

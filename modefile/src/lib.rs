@@ -1,42 +1,73 @@
-//! The cached node mode file: which dataplane Calico runs on this node, written at image build,
-//! by cloud-init or by config management, read before kubelet starts.
+//! The cached node mode file: which dataplane Calico runs on this node (or that Calico is no
+//! longer its dataplane), read by `calico-bpf-guard` before kubelet starts and written by its
+//! `mode set`, by `calico-bpf-guard-sync` from the cluster's Calico settings, or by image builds,
+//! cloud-init and configuration management. One implementation of the format and of the trusted
+//! read and atomic write, shared by both binaries so that they can never disagree about what the
+//! file says. It holds no policy: what a dataplane means for a sweep is the guard's to decide.
+
+pub mod files;
+mod invalid;
 
 use std::path::Path;
 
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::config::InvalidInput;
-use crate::kernel::fs::{read_trusted, write_atomic, FileProblem};
+pub use files::{read_trusted, write_atomic, write_atomic_unsynced, FileProblem, MAX_FILE};
+pub use invalid::InvalidInput;
 
-/// Calico's `linuxDataplane` values. Their names, in the mode file, in the JSON report and on
-/// `mode set`'s command line, are clap's (the variant names, lowercase); serde uses the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+/// Calico's `linuxDataplane` values, and `none`: Calico is not this node's dataplane any more
+/// (uninstalled, or the cluster moved to another CNI). Their names, in the mode file, in reports
+/// and on command lines, are the lowercase variant names; serde uses the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dataplane {
     Bpf,
     Iptables,
     Nftables,
     Vpp,
+    None,
 }
 
 impl Dataplane {
-    /// Case-insensitive, as Calico reads `linuxDataplane`.
-    pub fn parse(s: &str) -> Option<Self> {
-        <Self as ValueEnum>::from_str(s, true).ok()
+    pub const ALL: [Dataplane; 5] = [
+        Dataplane::Bpf,
+        Dataplane::Iptables,
+        Dataplane::Nftables,
+        Dataplane::Vpp,
+        Dataplane::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataplane::Bpf => "bpf",
+            Dataplane::Iptables => "iptables",
+            Dataplane::Nftables => "nftables",
+            Dataplane::Vpp => "vpp",
+            Dataplane::None => "none",
+        }
     }
 
+    /// Case-insensitive, as Calico reads `linuxDataplane` (`BPF`, `Iptables`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Only `bpf` is eBPF on; `none` is off like the others: Calico runs nothing here.
     pub fn ebpf_on(self) -> bool {
         self == Dataplane::Bpf
+    }
+
+    /// The names, for messages and command-line help.
+    pub fn names() -> String {
+        Self::ALL.map(Dataplane::as_str).join(", ")
     }
 }
 
 impl std::fmt::Display for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.to_possible_value() {
-            Some(v) => f.write_str(v.get_name()),
-            None => write!(f, "{self:?}"),
-        }
+        f.write_str(self.as_str())
     }
 }
 
@@ -71,15 +102,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Mode, InvalidInput> {
             path,
             text,
             "dataplane",
-            format!(
-                "`{}` is not one of {}",
-                raw.dataplane,
-                Dataplane::value_variants()
-                    .iter()
-                    .map(Dataplane::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            format!("`{}` is not one of {}", raw.dataplane, Dataplane::names()),
         )
     })?;
     if let Some(d) = &raw.updated {
@@ -101,8 +124,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Mode, InvalidInput> {
 
 /// The file's text for a mode; `updated` is the caller's clock, in RFC 3339.
 pub fn render(mode: &Mode) -> String {
-    let mut out =
-        String::from("# Written by calico-bpf-guard mode set; read before kubelet starts.\n");
+    let mut out = String::from(
+        "# The node's Calico dataplane, read by calico-bpf-guard before kubelet starts.\n",
+    );
     out += &format!("dataplane = {}\n", toml_string(&mode.dataplane.to_string()));
     if let Some(s) = &mode.source {
         out += &format!("source = {}\n", toml_string(s));
@@ -177,6 +201,8 @@ mod tests {
             ("Iptables", Dataplane::Iptables, false),
             ("nftables", Dataplane::Nftables, false),
             ("VPP", Dataplane::Vpp, false),
+            ("none", Dataplane::None, false),
+            ("None", Dataplane::None, false),
         ];
         for (text, want, on) in cases {
             let m = p(&format!("dataplane = \"{text}\"\n")).unwrap();
@@ -187,13 +213,10 @@ mod tests {
 
     /// One list of names: what the file takes is what `mode set` takes and what is shown.
     #[test]
-    fn names_are_clap_names() {
-        let shown: Vec<String> = Dataplane::value_variants()
-            .iter()
-            .map(Dataplane::to_string)
-            .collect();
-        assert_eq!(shown, ["bpf", "iptables", "nftables", "vpp"]);
-        for d in Dataplane::value_variants() {
+    fn one_list_of_names() {
+        let shown: Vec<String> = Dataplane::ALL.iter().map(Dataplane::to_string).collect();
+        assert_eq!(shown, ["bpf", "iptables", "nftables", "vpp", "none"]);
+        for d in &Dataplane::ALL {
             assert_eq!(Dataplane::parse(&d.to_string()), Some(*d));
             assert_eq!(
                 serde_json::to_value(d).unwrap(),
@@ -224,7 +247,7 @@ mod tests {
             ("", "missing field `dataplane`"),
             (
                 "dataplane = \"ebpf\"\n",
-                "line 1, key `dataplane`: `ebpf` is not one of bpf, iptables, nftables, vpp",
+                "line 1, key `dataplane`: `ebpf` is not one of bpf, iptables, nftables, vpp, none",
             ),
             ("dataplane = 1\n", "line 1, key `dataplane`: invalid type"),
             (
