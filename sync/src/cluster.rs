@@ -1,0 +1,280 @@
+//! Reading Calico's sources through the Kubernetes API, once per evaluation, into
+//! `Observation`s in Felix's precedence order. Every object is read by a `list` with the field
+//! selector `metadata.name=<name>` and `resourceVersion=0` (answered from the API server's watch
+//! cache, not etcd), because a list tells the two 404s apart that a `get` mixes up:
+//!
+//! - **Absent, fine.** A list that answers 404 means the resource type is not served: a CRD that
+//!   is not installed (FelixConfiguration in one of its two API groups, Installation without the
+//!   operator). That source does not exist; the metric `source_present` says so.
+//!   A list that answers 200 with no item means the object does not exist: no calico-node
+//!   DaemonSet in that namespace, no FelixConfiguration `node.<name>` or `default` (Felix then
+//!   uses the next source, as it does), no Installation `default`.
+//! - **Must exist (404 is a failure, the cache is kept).** `apps/v1` daemonsets (served by every
+//!   API server), and a ConfigMap (or its key) that the calico-node container references for
+//!   `FELIX_BPFENABLED` without `optional: true`: Kubernetes cannot start that container
+//!   without it, so its value cannot be known.
+//!
+//! Every other failure (unreachable, timeout, 401, 403, 5xx, an answer that does not parse)
+//! makes that one source unreadable. This module never decides and never writes.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::reason::Reason;
+use crate::sources::{self, EnvFrom, EnvOrigin, Kind, Observation, Reading};
+
+/// FelixConfiguration's two API groups: the CRDs, and Calico's API server (or, from 3.30, the
+/// v3 CRDs). Both are read; in most clusters one of them is absent.
+pub const FELIX_GROUPS: [(&str, &str); 2] = [
+    ("crd.projectcalico.org", "v1"),
+    ("projectcalico.org", "v3"),
+];
+
+pub fn felix_resource(group: &str, version: &str) -> ApiResource {
+    ApiResource {
+        group: group.to_string(),
+        version: version.to_string(),
+        api_version: format!("{group}/{version}"),
+        kind: "FelixConfiguration".to_string(),
+        plural: "felixconfigurations".to_string(),
+    }
+}
+
+pub fn installation_resource() -> ApiResource {
+    ApiResource {
+        group: "operator.tigera.io".to_string(),
+        version: "v1".to_string(),
+        api_version: "operator.tigera.io/v1".to_string(),
+        kind: "Installation".to_string(),
+        plural: "installations".to_string(),
+    }
+}
+
+/// The DaemonSet Felix runs from, in the operator's and the manifests' installs.
+pub const DAEMONSET: &str = "calico-node";
+
+/// One request's failure, as `reason` and words for the log.
+pub type Failure = (Reason, String);
+
+/// What a kube error means for the rule "failure means keep".
+pub fn classify(e: &kube::Error) -> Failure {
+    match e {
+        kube::Error::Api(s) => {
+            let reason = match s.code {
+                401 => Reason::Unauthorized,
+                403 => Reason::Forbidden,
+                404 => Reason::NotFound,
+                408 | 504 => Reason::Timeout,
+                _ => Reason::ServerError,
+            };
+            (reason, format!("{} {}: {}", s.code, s.reason, s.message))
+        }
+        kube::Error::SerdeError(e) => (Reason::Unparseable, format!("answer does not parse: {e}")),
+        other => (Reason::Unreachable, chain(other)),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The reader: a client, the node, where calico-node may live, and how long one request may take.
+pub struct Cluster {
+    pub client: Client,
+    pub node: String,
+    pub namespaces: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Cluster {
+    /// Every source, read concurrently, in Felix's precedence order.
+    pub async fn observe(&self) -> Vec<Observation> {
+        let daemonsets = join_all(self.namespaces.iter().map(|ns| self.daemonset(ns)));
+        let node = format!("node.{}", self.node);
+        let felix = |name: String, kind: Kind| {
+            join_all(FELIX_GROUPS.map(|(g, v)| self.felix(g, v, name.clone(), kind)))
+        };
+        let (mut out, nodes, defaults, installation) = futures_util::join!(
+            daemonsets,
+            felix(node, Kind::FelixNode),
+            felix("default".to_string(), Kind::FelixDefault),
+            self.installation()
+        );
+        out.extend(nodes);
+        out.extend(defaults);
+        out.push(installation);
+        out
+    }
+
+    /// The one object called `name`: `Ok(None)` when it does not exist, `Err` with `NotFound`
+    /// when the type is not served (the caller says whether that is fine).
+    async fn one<K>(&self, api: Api<K>, name: &str) -> Result<Option<K>, Failure>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let lp = ListParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .match_any();
+        match tokio::time::timeout(self.timeout, api.list(&lp)).await {
+            Err(_) => Err((
+                Reason::Timeout,
+                format!("no answer within {:?}", self.timeout),
+            )),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(list)) => Ok(list.items.into_iter().find(|o| o.name_any() == name)),
+        }
+    }
+
+    async fn daemonset(&self, ns: &str) -> Observation {
+        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
+        let reading = match self.one(api, DAEMONSET).await {
+            Err((Reason::NotFound, d)) => Reading::Unreadable(
+                Reason::NotFound,
+                format!("apps/v1 daemonsets must be served: {d}"),
+            ),
+            Err((r, d)) => Reading::Unreadable(r, d),
+            Ok(None) => Reading::Absent,
+            Ok(Some(ds)) => match sources::env_origin(&ds) {
+                Err(e) => Reading::Unreadable(Reason::Unparseable, e),
+                Ok(origin) => self.resolve(ns, origin).await,
+            },
+        };
+        Observation {
+            kind: Kind::DaemonSetEnv,
+            name: format!("DaemonSet {ns}/{DAEMONSET}"),
+            place: ns.to_string(),
+            reading,
+        }
+    }
+
+    /// The value of `FELIX_BPFENABLED` the calico-node container gets, following ConfigMaps.
+    async fn resolve(&self, ns: &str, origin: EnvOrigin) -> Reading {
+        match origin {
+            EnvOrigin::Unset => Reading::NoValue,
+            EnvOrigin::Literal { var, value } => sources::env_value(&var, &value),
+            EnvOrigin::Unfollowable { var, what } => Reading::Unreadable(
+                Reason::Unparseable,
+                format!("{var} comes from a {what}"),
+            ),
+            EnvOrigin::ConfigMapKey {
+                var,
+                name,
+                key,
+                optional,
+            } => match self.config_map(ns, &name).await {
+                Err((r, d)) => Reading::Unreadable(r, d),
+                Ok(data) => match (data.and_then(|d| d.get(&key).cloned()), optional) {
+                    (Some(value), _) => sources::env_value(&var, &value),
+                    (None, true) => Reading::NoValue,
+                    (None, false) => Reading::Unreadable(
+                        Reason::NotFound,
+                        format!("{var} needs ConfigMap {ns}/{name} key {key}, which is missing"),
+                    ),
+                },
+            },
+            EnvOrigin::From(from) => {
+                let mut found = Reading::NoValue;
+                for f in from {
+                    match f {
+                        EnvFrom::Secret { name } => {
+                            return Reading::Unreadable(
+                                Reason::Unparseable,
+                                format!("envFrom Secret {ns}/{name} may set FELIX_BPFENABLED and the sync reads no Secrets"),
+                            )
+                        }
+                        EnvFrom::ConfigMap {
+                            name,
+                            prefix,
+                            optional,
+                        } => match self.config_map(ns, &name).await {
+                            Err((r, d)) => return Reading::Unreadable(r, d),
+                            Ok(None) if optional => {}
+                            Ok(None) => {
+                                return Reading::Unreadable(
+                                    Reason::NotFound,
+                                    format!("envFrom needs ConfigMap {ns}/{name}, which is missing"),
+                                )
+                            }
+                            Ok(Some(data)) => {
+                                // Later envFrom entries override earlier ones.
+                                for (k, v) in data {
+                                    let var = format!("{prefix}{k}");
+                                    if crate::felix::is_bpf_enabled_var(&var) {
+                                        found = sources::env_value(&var, &v);
+                                    }
+                                }
+                            }
+                        },
+                    }
+                }
+                found
+            }
+        }
+    }
+
+    /// A ConfigMap's data, `None` when it does not exist.
+    async fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, Failure> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        match tokio::time::timeout(self.timeout, api.get_opt(name)).await {
+            Err(_) => Err((
+                Reason::Timeout,
+                format!("ConfigMap {ns}/{name}: no answer within {:?}", self.timeout),
+            )),
+            Ok(Err(e)) => {
+                let (r, d) = classify(&e);
+                Err((r, format!("ConfigMap {ns}/{name}: {d}")))
+            }
+            Ok(Ok(cm)) => Ok(cm.map(|c| c.data.unwrap_or_default())),
+        }
+    }
+
+    async fn felix(&self, group: &str, version: &str, name: String, kind: Kind) -> Observation {
+        let ar = felix_resource(group, version);
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let reading = match self.one(api, &name).await {
+            Err((Reason::NotFound, _)) => Reading::Absent,
+            Err((r, d)) => Reading::Unreadable(r, d),
+            Ok(None) => Reading::NoValue,
+            Ok(Some(obj)) => sources::bpf_enabled(&obj.data),
+        };
+        Observation {
+            kind,
+            name: format!("FelixConfiguration {name}"),
+            place: ar.api_version,
+            reading,
+        }
+    }
+
+    async fn installation(&self) -> Observation {
+        let ar = installation_resource();
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let reading = match self.one(api, "default").await {
+            Err((Reason::NotFound, _)) | Ok(None) => Reading::Absent,
+            Err((r, d)) => Reading::Unreadable(r, d),
+            Ok(Some(obj)) => sources::linux_dataplane(&obj.data),
+        };
+        Observation {
+            kind: Kind::Installation,
+            name: "Installation default".to_string(),
+            place: ar.api_version,
+            reading,
+        }
+    }
+}

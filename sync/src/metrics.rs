@@ -1,0 +1,154 @@
+//! The sync's metrics and probe state, in the Prometheus/OpenMetrics text format (the
+//! `prometheus-client` crate): the last successful sync as a timestamp, failures by reason,
+//! the value in the mode file and what decided it, and which Calico sources exist. It records
+//! and renders; it never decides.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::reason::Reason;
+use crate::sources::{Observation, Reading};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    dataplane: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+    place: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    last_success: Gauge<f64, AtomicU64>,
+    failures: Family<ReasonLabel, Counter>,
+    writes: Counter,
+    mode: Family<ModeLabels, Gauge>,
+    present: Family<SourceLabels, Gauge>,
+    /// `/readyz`: the last evaluation decided (wrote or found the file already right).
+    ready: AtomicBool,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("calico_bpf_guard_sync");
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let failures = Family::<ReasonLabel, Counter>::default();
+        let writes = Counter::default();
+        let mode = Family::<ModeLabels, Gauge>::default();
+        let present = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When an evaluation last decided (wrote the mode file or found it right), Unix time",
+            last_success.clone(),
+        );
+        registry.register(
+            "failures",
+            "Evaluations that kept the cached mode, and broken watches, by reason",
+            failures.clone(),
+        );
+        registry.register("writes", "Writes of the mode file", writes.clone());
+        registry.register(
+            "mode",
+            "1 for the value in the mode file and what decided it",
+            mode.clone(),
+        );
+        registry.register(
+            "source_present",
+            "1 if a Calico source exists in the cluster, 0 if its resource type or object is absent",
+            present.clone(),
+        );
+        // Every reason is there from the start, at 0, so that an alert's rate() has a series.
+        for r in Reason::ALL {
+            drop(failures.get_or_create(&ReasonLabel {
+                reason: r.to_string(),
+            }));
+        }
+        Metrics {
+            registry,
+            last_success,
+            failures,
+            writes,
+            mode,
+            present,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn failed(&self, reason: Reason) {
+        self.failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn decided(&self) {
+        self.last_success.set(now());
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn kept(&self, reason: Reason) {
+        self.failed(reason);
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    pub fn wrote(&self) {
+        self.writes.inc();
+    }
+
+    /// The mode file says `dataplane`, written by `source`.
+    pub fn mode(&self, dataplane: &str, source: &str) {
+        self.mode.clear();
+        self.mode
+            .get_or_create(&ModeLabels {
+                dataplane: dataplane.to_string(),
+                source: source.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn sources(&self, observations: &[Observation]) {
+        for o in observations {
+            let there = !matches!(o.reading, Reading::Absent);
+            self.present
+                .get_or_create(&SourceLabels {
+                    source: o.name.clone(),
+                    place: o.place.clone(),
+                })
+                .set(i64::from(there));
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,476 @@
+//! The test API server: TLS on 127.0.0.1, bearer tokens, the world's objects served as
+//! kube-apiserver serves them (get, list with a `metadata.name` field selector, watch with
+//! ADDED/MODIFIED/DELETED/BOOKMARK events and 410 Gone), RBAC when the world has a policy, and
+//! the world's injected faults. One thread per connection, one request per connection.
+//! It never changes the world, except the files it writes at start and the request log.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use serde_json::{json, Value};
+
+use crate::rbac;
+use crate::status::{self, Target};
+use crate::wire::{self, Request};
+use crate::world::{collection_dir, type_line, World};
+
+/// The user a 403 names (the sync's ServiceAccount in deploy/kubernetes).
+pub const USER: &str = "system:serviceaccount:calico-bpf-guard:calico-bpf-guard-sync";
+
+/// How long an injected `timeout` holds a request before closing it unanswered.
+const HOLD: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(20);
+const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
+
+/// resourceVersions: a counter bumped whenever a file's content is seen to change.
+#[derive(Default)]
+struct Versions {
+    counter: u64,
+    seen: HashMap<PathBuf, (u64, u64)>,
+}
+
+impl Versions {
+    fn observe(&mut self, path: &Path, bytes: Option<&[u8]>) -> Option<u64> {
+        match bytes {
+            Some(b) => {
+                let mut h = DefaultHasher::new();
+                b.hash(&mut h);
+                let hash = h.finish();
+                match self.seen.get(path) {
+                    Some((old, rv)) if *old == hash => Some(*rv),
+                    _ => {
+                        self.counter += 1;
+                        self.seen.insert(path.to_path_buf(), (hash, self.counter));
+                        Some(self.counter)
+                    }
+                }
+            }
+            None => {
+                if self.seen.remove(path).is_some() {
+                    self.counter += 1;
+                }
+                None
+            }
+        }
+    }
+}
+
+struct State {
+    world: World,
+    tls: Arc<ServerConfig>,
+    versions: Mutex<Versions>,
+    stop: AtomicBool,
+}
+
+/// A running server; it stops (and its port closes) when dropped.
+pub struct Server {
+    pub port: u16,
+    pub world: World,
+    state: Arc<State>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+fn kubeconfig(dir: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n- name: sync\n  user:\n    tokenFile: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: sync\ncurrent-context: test\n",
+        ca = dir.join("ca.crt").display(),
+        token = dir.join("token").display(),
+    )
+}
+
+impl Server {
+    /// Serves `world` on 127.0.0.1:`port` (0: any free port); writes `ca.crt`, `kubeconfig`
+    /// and `port` into the world.
+    pub fn start(world: World, port: u16) -> Result<Server> {
+        let (ca, tls) = crate::tls::make()?;
+        let listener = TcpListener::bind(("127.0.0.1", port)).context("binding 127.0.0.1")?;
+        let port = listener.local_addr()?.port();
+        fs::write(world.dir.join("ca.crt"), ca)?;
+        fs::write(world.dir.join("kubeconfig"), kubeconfig(&world.dir, port))?;
+        fs::write(world.dir.join("port"), format!("{port}\n"))?;
+        let state = Arc::new(State {
+            world: world.clone(),
+            tls,
+            versions: Mutex::new(Versions {
+                counter: 1000,
+                ..Versions::default()
+            }),
+            stop: AtomicBool::new(false),
+        });
+        let st = state.clone();
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(tcp) = conn {
+                    let st = st.clone();
+                    thread::spawn(move || serve(&st, tcp));
+                }
+            }
+        });
+        Ok(Server {
+            port,
+            world,
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop answering and close the port ("API down").
+    pub fn stop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a request path names.
+#[derive(Debug)]
+struct ApiPath {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    resource: String,
+    name: Option<String>,
+}
+
+fn parse_path(p: &str) -> Option<ApiPath> {
+    let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (resource, name) = match rest {
+        [r] => (r.to_string(), None),
+        [r, n] => (r.to_string(), Some(n.to_string())),
+        _ => return None,
+    };
+    Some(ApiPath {
+        group,
+        version,
+        namespace,
+        resource,
+        name,
+    })
+}
+
+fn kind_of(resource: &str) -> String {
+    match resource {
+        "daemonsets" => "DaemonSet".into(),
+        "configmaps" => "ConfigMap".into(),
+        "felixconfigurations" => "FelixConfiguration".into(),
+        "installations" => "Installation".into(),
+        other => other.trim_end_matches('s').to_string(),
+    }
+}
+
+fn api_version(p: &ApiPath) -> String {
+    if p.group.is_empty() {
+        p.version.clone()
+    } else {
+        format!("{}/{}", p.group, p.version)
+    }
+}
+
+/// Built-in types' lists carry no kind/apiVersion on their items; custom resources' do.
+fn builtin(group: &str) -> bool {
+    group.is_empty() || group == "apps"
+}
+
+fn serve(st: &State, tcp: TcpStream) {
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(conn) = ServerConnection::new(st.tls.clone()) else {
+        return;
+    };
+    let mut s = StreamOwned::new(conn, tcp);
+    let Some(req) = wire::read_request(&mut s) else {
+        return;
+    };
+    let line = format!("{} {}", req.method, req.target);
+    let code = answer(st, &mut s, &req, &line);
+    st.world.log_request(&format!("{line} -> {code}"));
+}
+
+fn send(s: &mut impl Write, code: u16, body: &Value) -> u16 {
+    let _ = wire::respond(s, code, body.to_string().as_bytes());
+    code
+}
+
+/// Answers one request; returns the status for the log (0: closed unanswered).
+fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
+    let fault = st.world.fault_for(line);
+    match fault.as_deref() {
+        Some("401") => return send(s, 401, &status::unauthorized()),
+        Some("drop") if !req.query.contains_key("watch") => return 0,
+        Some("timeout") => {
+            let until = Instant::now() + HOLD;
+            while Instant::now() < until && !st.stop.load(Ordering::SeqCst) {
+                thread::sleep(POLL);
+            }
+            return 0;
+        }
+        _ => {}
+    }
+    let token = req
+        .headers
+        .get("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token.is_empty() || token != st.world.token() {
+        return send(s, 401, &status::unauthorized());
+    }
+    let Some(p) = parse_path(&req.path) else {
+        return send(s, 404, &status::no_such_type());
+    };
+    let watch = req.query.get("watch").is_some_and(|v| v == "true" || v == "1");
+    let verb = match (&p.name, watch) {
+        (Some(_), _) => "get",
+        (None, true) => "watch",
+        (None, false) => "list",
+    };
+    let selected = req
+        .query
+        .get("fieldSelector")
+        .and_then(|f| f.split(',').find_map(|t| t.strip_prefix("metadata.name=")))
+        .map(str::to_string);
+    let name = p.name.clone().or(selected.clone());
+    let target = Target {
+        group: &p.group,
+        resource: &p.resource,
+        name: name.as_deref(),
+        namespace: p.namespace.as_deref(),
+        verb,
+    };
+    match fault.as_deref() {
+        Some("403") => return send(s, 403, &status::forbidden(&target, USER)),
+        Some("404") => return send(s, 404, &status::not_found(&target)),
+        Some(c @ ("500" | "503")) => return send(s, c.parse().unwrap_or(500), &status::internal(c.parse().unwrap_or(500))),
+        Some("garbage") => {
+            let _ = wire::respond(s, 200, b"{\"kind\":\"List\",\"items\":[{\"metadata\":");
+            return 200;
+        }
+        _ => {}
+    }
+    if !st.world.served().contains(&type_line(&p.group, &p.version, &p.resource)) {
+        return send(s, 404, &status::no_such_type());
+    }
+    if let Ok(yaml) = fs::read_to_string(st.world.dir.join("rbac.yaml")) {
+        let allowed = rbac::parse(&yaml)
+            .map(|rules| rbac::allows(&rules, &p.group, &p.resource, verb, p.namespace.as_deref(), name.as_deref()))
+            .unwrap_or(false);
+        if !allowed {
+            return send(s, 403, &status::forbidden(&target, USER));
+        }
+    }
+    if req.method != "GET" {
+        return send(s, 403, &status::forbidden(&target, USER));
+    }
+    match (&p.name, watch) {
+        (Some(n), _) => match objects(st, &p, Some(n)).into_iter().next() {
+            Some((_, _, obj)) => send(s, 200, &obj),
+            None => send(s, 404, &status::not_found(&target)),
+        },
+        (None, false) => {
+            let items: Vec<Value> = objects(st, &p, selected.as_deref())
+                .into_iter()
+                .map(|(_, _, mut o)| {
+                    if builtin(&p.group) {
+                        if let Some(m) = o.as_object_mut() {
+                            m.remove("kind");
+                            m.remove("apiVersion");
+                        }
+                    }
+                    o
+                })
+                .collect();
+            let rv = current(st);
+            let list = json!({
+                "kind": format!("{}List", kind_of(&p.resource)),
+                "apiVersion": api_version(&p),
+                "metadata": {"resourceVersion": rv.to_string()},
+                "items": items
+            });
+            send(s, 200, &list)
+        }
+        (None, true) => {
+            stream(st, s, &p, selected.as_deref(), req, fault.as_deref());
+            200
+        }
+    }
+}
+
+fn current(st: &State) -> u64 {
+    st.versions.lock().map(|v| v.counter).unwrap_or(0)
+}
+
+/// The collection's directories: one namespace, or every namespace (and cluster scope).
+fn dirs(st: &State, p: &ApiPath) -> Vec<PathBuf> {
+    match &p.namespace {
+        Some(ns) => vec![collection_dir(&st.world.dir, &p.group, &p.version, Some(ns), &p.resource)],
+        None => {
+            let base = collection_dir(&st.world.dir, &p.group, &p.version, None, &p.resource);
+            let version_dir = base.parent().and_then(Path::parent).map(Path::to_path_buf);
+            let mut out = Vec::new();
+            if let Some(vd) = version_dir {
+                for e in fs::read_dir(vd).into_iter().flatten().flatten() {
+                    out.push(e.path().join(&p.resource));
+                }
+            }
+            out.sort();
+            out
+        }
+    }
+}
+
+/// (path, resourceVersion, object) of every object of the collection, or only `name`.
+fn objects(st: &State, p: &ApiPath, name: Option<&str>) -> Vec<(PathBuf, u64, Value)> {
+    let mut out = Vec::new();
+    for dir in dirs(st, p) {
+        let mut files: Vec<PathBuf> = match name {
+            Some(n) => vec![dir.join(format!("{n}.json"))],
+            None => fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect(),
+        };
+        files.sort();
+        for f in files {
+            let bytes = fs::read(&f).ok();
+            let rv = match st.versions.lock() {
+                Ok(mut v) => v.observe(&f, bytes.as_deref()),
+                Err(_) => None,
+            };
+            if let (Some(rv), Some(b)) = (rv, bytes) {
+                if let Ok(mut obj) = serde_json::from_slice::<Value>(&b) {
+                    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    out.push((f, rv, obj));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn event(s: &mut impl Write, kind: &str, obj: &Value) -> bool {
+    let line = format!("{}\n", json!({"type": kind, "object": obj}));
+    wire::chunk(s, line.as_bytes()).is_ok()
+}
+
+/// A watch: events for changes after `resourceVersion`, bookmarks when asked, until the
+/// client's timeout, the type stops being served, or a fault ends it.
+fn stream(st: &State, s: &mut impl Write, p: &ApiPath, name: Option<&str>, req: &Request, fault: Option<&str>) {
+    if wire::start_stream(s).is_err() {
+        return;
+    }
+    let since: u64 = req
+        .query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if fault == Some("gone") {
+        let now = current(st);
+        event(s, "ERROR", &status::gone(&since.to_string(), now));
+        let _ = wire::end_stream(s);
+        return;
+    }
+    if fault == Some("drop") {
+        // The connection breaks mid-stream, as when a proxy or the API server restarts.
+        return;
+    }
+    let until = req
+        .query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map(|t: u64| Instant::now() + Duration::from_secs(t));
+    let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let line = type_line(&p.group, &p.version, &p.resource);
+    let mut known: HashMap<PathBuf, (u64, Value)> = HashMap::new();
+    let mut first = true;
+    let mut last_bookmark = Instant::now();
+    loop {
+        if st.stop.load(Ordering::SeqCst) || until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        if !st.world.served().contains(&line) {
+            break;
+        }
+        let now = objects(st, p, name);
+        for (path, rv, obj) in &now {
+            let what = match known.get(path) {
+                None if first && *rv <= since => None,
+                None => Some("ADDED"),
+                Some((old, _)) if old != rv => Some("MODIFIED"),
+                Some(_) => None,
+            };
+            if let Some(kind) = what {
+                if !event(s, kind, obj) {
+                    return;
+                }
+            }
+            known.insert(path.clone(), (*rv, obj.clone()));
+        }
+        let gone: Vec<PathBuf> = known
+            .keys()
+            .filter(|k| !now.iter().any(|(p, _, _)| p == *k))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some((_, mut obj)) = known.remove(&path) {
+                let rv = match st.versions.lock() {
+                    Ok(mut v) => {
+                        v.observe(&path, None);
+                        v.counter
+                    }
+                    Err(_) => 0,
+                };
+                obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                if !event(s, "DELETED", &obj) {
+                    return;
+                }
+            }
+        }
+        first = false;
+        if bookmarks && last_bookmark.elapsed() >= BOOKMARK_EVERY {
+            let b = json!({"kind": kind_of(&p.resource), "apiVersion": api_version(p),
+                           "metadata": {"resourceVersion": current(st).to_string()}});
+            if !event(s, "BOOKMARK", &b) {
+                return;
+            }
+            last_bookmark = Instant::now();
+        }
+        if st.world.fault_for(&format!("{} {}", req.method, req.target)).as_deref() == Some("drop") {
+            return;
+        }
+        thread::sleep(POLL);
+    }
+    let _ = wire::end_stream(s);
+}
