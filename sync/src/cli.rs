@@ -33,7 +33,11 @@ pub struct Args {
     pub kubeconfig: Option<PathBuf>,
 
     /// Namespaces where the calico-node DaemonSet may live (operator, manifests).
-    #[arg(long, value_delimiter = ',', default_value = "calico-system,kube-system")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "calico-system,kube-system"
+    )]
     pub namespaces: Vec<String>,
 
     /// One evaluation, no watches, no HTTP: exit 0 written, 3 unchanged, 1 kept (failure).

@@ -31,10 +31,8 @@ use crate::sources::{self, EnvFrom, EnvOrigin, Kind, Observation, Reading};
 
 /// FelixConfiguration's two API groups: the CRDs, and Calico's API server (or, from 3.30, the
 /// v3 CRDs). Both are read; in most clusters one of them is absent.
-pub const FELIX_GROUPS: [(&str, &str); 2] = [
-    ("crd.projectcalico.org", "v1"),
-    ("projectcalico.org", "v3"),
-];
+pub const FELIX_GROUPS: [(&str, &str); 2] =
+    [("crd.projectcalico.org", "v1"), ("projectcalico.org", "v3")];
 
 pub fn felix_resource(group: &str, version: &str) -> ApiResource {
     ApiResource {
@@ -165,10 +163,9 @@ impl Cluster {
         match origin {
             EnvOrigin::Unset => Reading::NoValue,
             EnvOrigin::Literal { var, value } => sources::env_value(&var, &value),
-            EnvOrigin::Unfollowable { var, what } => Reading::Unreadable(
-                Reason::Unparseable,
-                format!("{var} comes from a {what}"),
-            ),
+            EnvOrigin::Unfollowable { var, what } => {
+                Reading::Unreadable(Reason::Unparseable, format!("{var} comes from a {what}"))
+            }
             EnvOrigin::ConfigMapKey {
                 var,
                 name,

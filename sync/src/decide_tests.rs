@@ -3,13 +3,41 @@ use crate::sources::Value;
 
 /// Felix's precedence order, as `cluster` reads them: one code per slot.
 const SLOTS: [(Kind, &str, &str); 7] = [
-    (Kind::DaemonSetEnv, "DaemonSet calico-system/calico-node", "calico-system"),
-    (Kind::DaemonSetEnv, "DaemonSet kube-system/calico-node", "kube-system"),
-    (Kind::FelixNode, "FelixConfiguration node.n1", "crd.projectcalico.org/v1"),
-    (Kind::FelixNode, "FelixConfiguration node.n1", "projectcalico.org/v3"),
-    (Kind::FelixDefault, "FelixConfiguration default", "crd.projectcalico.org/v1"),
-    (Kind::FelixDefault, "FelixConfiguration default", "projectcalico.org/v3"),
-    (Kind::Installation, "Installation default", "operator.tigera.io/v1"),
+    (
+        Kind::DaemonSetEnv,
+        "DaemonSet calico-system/calico-node",
+        "calico-system",
+    ),
+    (
+        Kind::DaemonSetEnv,
+        "DaemonSet kube-system/calico-node",
+        "kube-system",
+    ),
+    (
+        Kind::FelixNode,
+        "FelixConfiguration node.n1",
+        "crd.projectcalico.org/v1",
+    ),
+    (
+        Kind::FelixNode,
+        "FelixConfiguration node.n1",
+        "projectcalico.org/v3",
+    ),
+    (
+        Kind::FelixDefault,
+        "FelixConfiguration default",
+        "crd.projectcalico.org/v1",
+    ),
+    (
+        Kind::FelixDefault,
+        "FelixConfiguration default",
+        "projectcalico.org/v3",
+    ),
+    (
+        Kind::Installation,
+        "Installation default",
+        "operator.tigera.io/v1",
+    ),
 ];
 
 /// `-` absent, `.` no value, `1`/`0` bpfEnabled, `x` forbidden, `?` unparseable;
@@ -21,7 +49,10 @@ fn world(codes: &str) -> Vec<Observation> {
         .zip(SLOTS)
         .map(|(c, (kind, name, place))| {
             let dp = |d: Dataplane, t: &str| {
-                Reading::Says(Value::LinuxDataplane { dataplane: d, text: format!("linuxDataplane={t}") })
+                Reading::Says(Value::LinuxDataplane {
+                    dataplane: d,
+                    text: format!("linuxDataplane={t}"),
+                })
             };
             let reading = match c {
                 '-' => Reading::Absent,
@@ -43,7 +74,12 @@ fn world(codes: &str) -> Vec<Observation> {
                 'V' => dp(Dataplane::Vpp, "VPP"),
                 other => panic!("code {other}"),
             };
-            Observation { kind, name: name.into(), place: place.into(), reading }
+            Observation {
+                kind,
+                name: name.into(),
+                place: place.into(),
+                reading,
+            }
         })
         .collect()
 }
@@ -114,11 +150,23 @@ fn overrides() {
     for d in Dataplane::ALL {
         assert_eq!(
             decide(&Override::Fixed(d), &unreadable),
-            Decision::Write { dataplane: d, because: format!("override dataplane={d}") }
+            Decision::Write {
+                dataplane: d,
+                because: format!("override dataplane={d}")
+            }
         );
     }
-    assert_eq!(show(&decide(&Override::Invalid("bogus".into()), &world("1------"))), "keep override_invalid");
-    assert_eq!(show(&decide(&Override::Auto, &world("1------"))), "bpf: DaemonSet calico-system/calico-node FELIX_BPFENABLED=true");
+    assert_eq!(
+        show(&decide(
+            &Override::Invalid("bogus".into()),
+            &world("1------")
+        )),
+        "keep override_invalid"
+    );
+    assert_eq!(
+        show(&decide(&Override::Auto, &world("1------"))),
+        "bpf: DaemonSet calico-system/calico-node FELIX_BPFENABLED=true"
+    );
 }
 
 /// Every combination of codes, against the rule written a second way (counting, not order):
@@ -154,7 +202,10 @@ fn check(codes: &str) {
     let ds = &codes[..2] != "--";
     let got = decide(&Override::Auto, &world(codes));
     match got {
-        Decision::Write { dataplane: Dataplane::Bpf, .. } => assert!(on, "{codes}: bpf without a source that says so"),
+        Decision::Write {
+            dataplane: Dataplane::Bpf,
+            ..
+        } => assert!(on, "{codes}: bpf without a source that says so"),
         Decision::Write { dataplane, .. } => {
             assert!(!on && !unreadable && ds, "{codes}: wrote {dataplane} although a source says eBPF, or one was unreadable, or no DaemonSet");
             let want = match codes.as_bytes()[6] {
@@ -164,6 +215,9 @@ fn check(codes: &str) {
             };
             assert_eq!(dataplane, want, "{codes}");
         }
-        Decision::Keep { .. } => assert!(!on && (unreadable || !ds), "{codes}: kept although decidable"),
+        Decision::Keep { .. } => assert!(
+            !on && (unreadable || !ds),
+            "{codes}: kept although decidable"
+        ),
     }
 }

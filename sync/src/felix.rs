@@ -39,7 +39,9 @@ mod tests {
         for f in ["false", "FALSE", "0", "no", "N", "n", "f", "F"] {
             assert_eq!(parse_bool(f), Some(false), "{f}");
         }
-        for bad in ["", " true", "true ", "on", "off", "enabled", "2", "nope", "truee"] {
+        for bad in [
+            "", " true", "true ", "on", "off", "enabled", "2", "nope", "truee",
+        ] {
             assert_eq!(parse_bool(bad), None, "{bad:?}");
         }
     }
@@ -50,7 +52,9 @@ mod tests {
         assert!(is_bpf_enabled_var("felix_bpfEnabled"));
         assert!(!is_bpf_enabled_var("FELIX_BPFENABLED_X"));
         assert!(!is_bpf_enabled_var("BPFENABLED"));
-        assert!(!is_bpf_enabled_var("FELIX_BPFKUBEPROXYIPTABLESCLEANUPENABLED"));
+        assert!(!is_bpf_enabled_var(
+            "FELIX_BPFKUBEPROXYIPTABLESCLEANUPENABLED"
+        ));
     }
 
     #[test]

@@ -30,7 +30,11 @@ fn answer(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "the last evaluation kept the cached mode; see the log and the failures metric\n"
                 .to_string(),
         ),
-        (&Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

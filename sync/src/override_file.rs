@@ -26,9 +26,10 @@ pub fn read(path: Option<&Path>) -> Override {
     match read {
         Err(e) if e.kind() == ErrorKind::NotFound => Override::Auto,
         Err(e) => Override::Invalid(format!("override {}: {e}", path.display())),
-        Ok(()) if text.len() as u64 > LIMIT => {
-            Override::Invalid(format!("override {}: longer than {LIMIT} bytes", path.display()))
-        }
+        Ok(()) if text.len() as u64 > LIMIT => Override::Invalid(format!(
+            "override {}: longer than {LIMIT} bytes",
+            path.display()
+        )),
         Ok(()) => parse(text.trim()).unwrap_or_else(|| {
             Override::Invalid(format!(
                 "override {}: {:?} is not auto, bpf, iptables, nftables, vpp or none",

@@ -74,10 +74,9 @@ fn jitter(d: Duration) -> Duration {
 impl Sync {
     pub fn new(args: Args, metrics: Arc<Metrics>) -> Self {
         match modecache::cached(&args.mode_file) {
-            Ok(Some(m)) => metrics.mode(
-                &m.dataplane.to_string(),
-                m.source.as_deref().unwrap_or(""),
-            ),
+            Ok(Some(m)) => {
+                metrics.mode(&m.dataplane.to_string(), m.source.as_deref().unwrap_or(""))
+            }
             Ok(None) => {}
             Err(e) => logline::warn(&format!("mode file: {e}")),
         }
@@ -142,7 +141,9 @@ impl Sync {
             if self.client.is_none() {
                 match connect(&self.args).await {
                     Ok(c) => self.client = Some(c),
-                    Err(e) => return self.keep(Reason::Unreachable, &format!("no API client: {e}")),
+                    Err(e) => {
+                        return self.keep(Reason::Unreachable, &format!("no API client: {e}"))
+                    }
                 }
             }
             if let Some(client) = &self.client {

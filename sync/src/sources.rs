@@ -258,13 +258,18 @@ mod tests {
             "env": [{"name": "FELIX_BPFENABLED", "value": "true"}, {"name": "felix_bpfenabled", "value": "false"}]}));
         assert_eq!(
             env_origin(&d).unwrap(),
-            EnvOrigin::Literal { var: "felix_bpfenabled".into(), value: "false".into() }
+            EnvOrigin::Literal {
+                var: "felix_bpfenabled".into(),
+                value: "false".into()
+            }
         );
     }
 
     #[test]
     fn only_the_calico_node_container_counts() {
-        let d = ds(json!({"name": "calico-node", "env": [{"name": "FELIX_LOGSEVERITYSCREEN", "value": "info"}]}));
+        let d = ds(
+            json!({"name": "calico-node", "env": [{"name": "FELIX_LOGSEVERITYSCREEN", "value": "info"}]}),
+        );
         assert_eq!(env_origin(&d).unwrap(), EnvOrigin::Unset);
         let none = ds(json!({"name": "other"}));
         assert!(env_origin(&none).is_err());
@@ -272,21 +277,37 @@ mod tests {
 
     #[test]
     fn references_are_described_not_guessed() {
-        let d = ds(json!({"name": "calico-node", "env": [{"name": "FELIX_BPFENABLED",
-            "valueFrom": {"configMapKeyRef": {"name": "felix", "key": "bpf", "optional": true}}}]}));
+        let d = ds(
+            json!({"name": "calico-node", "env": [{"name": "FELIX_BPFENABLED",
+            "valueFrom": {"configMapKeyRef": {"name": "felix", "key": "bpf", "optional": true}}}]}),
+        );
         assert_eq!(
             env_origin(&d).unwrap(),
-            EnvOrigin::ConfigMapKey { var: "FELIX_BPFENABLED".into(), name: "felix".into(), key: "bpf".into(), optional: true }
+            EnvOrigin::ConfigMapKey {
+                var: "FELIX_BPFENABLED".into(),
+                name: "felix".into(),
+                key: "bpf".into(),
+                optional: true
+            }
         );
-        let s = ds(json!({"name": "calico-node", "env": [{"name": "FELIX_BPFENABLED",
-            "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}));
-        assert!(matches!(env_origin(&s).unwrap(), EnvOrigin::Unfollowable { .. }));
+        let s = ds(
+            json!({"name": "calico-node", "env": [{"name": "FELIX_BPFENABLED",
+            "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
+        );
+        assert!(matches!(
+            env_origin(&s).unwrap(),
+            EnvOrigin::Unfollowable { .. }
+        ));
         let f = ds(json!({"name": "calico-node", "envFrom": [
             {"configMapRef": {"name": "a"}, "prefix": "FELIX_"}, {"secretRef": {"name": "b"}}]}));
         assert_eq!(
             env_origin(&f).unwrap(),
             EnvOrigin::From(vec![
-                EnvFrom::ConfigMap { name: "a".into(), prefix: "FELIX_".into(), optional: false },
+                EnvFrom::ConfigMap {
+                    name: "a".into(),
+                    prefix: "FELIX_".into(),
+                    optional: false
+                },
                 EnvFrom::Secret { name: "b".into() },
             ])
         );
@@ -295,19 +316,38 @@ mod tests {
     #[test]
     fn env_values_follow_felix() {
         assert_eq!(env_value("FELIX_BPFENABLED", ""), Reading::NoValue);
-        assert!(matches!(env_value("X", "yes"), Reading::Says(Value::BpfEnabled { on: true, .. })));
-        assert!(matches!(env_value("X", "F"), Reading::Says(Value::BpfEnabled { on: false, .. })));
-        assert!(matches!(env_value("X", "on"), Reading::Unreadable(Reason::Unparseable, _)));
+        assert!(matches!(
+            env_value("X", "yes"),
+            Reading::Says(Value::BpfEnabled { on: true, .. })
+        ));
+        assert!(matches!(
+            env_value("X", "F"),
+            Reading::Says(Value::BpfEnabled { on: false, .. })
+        ));
+        assert!(matches!(
+            env_value("X", "on"),
+            Reading::Unreadable(Reason::Unparseable, _)
+        ));
     }
 
     #[test]
     fn felixconfiguration_and_installation_fields() {
         assert_eq!(bpf_enabled(&json!({"spec": {}})), Reading::NoValue);
         assert_eq!(bpf_enabled(&json!({})), Reading::NoValue);
-        assert!(matches!(bpf_enabled(&json!({"spec": {"bpfEnabled": true}})), Reading::Says(v) if v.ebpf_on()));
-        assert!(matches!(bpf_enabled(&json!({"spec": {"bpfEnabled": "true"}})), Reading::Unreadable(..)));
+        assert!(
+            matches!(bpf_enabled(&json!({"spec": {"bpfEnabled": true}})), Reading::Says(v) if v.ebpf_on())
+        );
+        assert!(matches!(
+            bpf_enabled(&json!({"spec": {"bpfEnabled": "true"}})),
+            Reading::Unreadable(..)
+        ));
         assert_eq!(linux_dataplane(&json!({"spec": {}})), Reading::NoValue);
-        assert!(matches!(linux_dataplane(&json!({"spec": {"calicoNetwork": {"linuxDataplane": "BPF"}}})), Reading::Says(v) if v.ebpf_on()));
-        assert!(matches!(linux_dataplane(&json!({"spec": {"calicoNetwork": {"linuxDataplane": "Windows"}}})), Reading::Unreadable(..)));
+        assert!(
+            matches!(linux_dataplane(&json!({"spec": {"calicoNetwork": {"linuxDataplane": "BPF"}}})), Reading::Says(v) if v.ebpf_on())
+        );
+        assert!(matches!(
+            linux_dataplane(&json!({"spec": {"calicoNetwork": {"linuxDataplane": "Windows"}}})),
+            Reading::Unreadable(..)
+        ));
     }
 }

@@ -132,12 +132,14 @@ where
                     watcher::Error::InitialListFailed(k)
                     | watcher::Error::WatchStartFailed(k)
                     | watcher::Error::WatchFailed(k) => cluster::classify(k),
-                    watcher::Error::WatchError(s) => {
-                        (Reason::ServerError, format!("{} {}: {}", s.code, s.reason, s.message))
-                    }
-                    watcher::Error::NoResourceVersion => {
-                        (Reason::Unparseable, "no resourceVersion in the list".to_string())
-                    }
+                    watcher::Error::WatchError(s) => (
+                        Reason::ServerError,
+                        format!("{} {}: {}", s.code, s.reason, s.message),
+                    ),
+                    watcher::Error::NoResourceVersion => (
+                        Reason::Unparseable,
+                        "no resourceVersion in the list".to_string(),
+                    ),
                 };
                 let wait = if reason == Reason::NotFound {
                     // The type went away (a CRD removed): that changes what exists.

@@ -10,7 +10,8 @@ pub const FELIX_V3: &str = include_str!("../fixtures/felixconfiguration-default.
 pub const INSTALLATION: &str = include_str!("../fixtures/installation-default.json");
 pub const DS_OPERATOR: &str = include_str!("../fixtures/daemonset-calico-node.operator.json");
 pub const DS_MANIFEST: &str = include_str!("../fixtures/daemonset-calico-node.manifest.json");
-pub const CM_SERVICES: &str = include_str!("../fixtures/configmap-kubernetes-services-endpoint.json");
+pub const CM_SERVICES: &str =
+    include_str!("../fixtures/configmap-kubernetes-services-endpoint.json");
 
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).expect("the fixtures are JSON (checked by a test)")
@@ -19,7 +20,11 @@ fn parse(text: &str) -> Value {
 /// A FelixConfiguration in `api_version` (`crd.projectcalico.org/v1` or `projectcalico.org/v3`)
 /// called `name`, with `spec.bpfEnabled` set to `bpf` or left out.
 pub fn felix(api_version: &str, name: &str, bpf: Option<bool>) -> Value {
-    let mut o = parse(if api_version.starts_with("crd.") { FELIX_CRD } else { FELIX_V3 });
+    let mut o = parse(if api_version.starts_with("crd.") {
+        FELIX_CRD
+    } else {
+        FELIX_V3
+    });
     o["metadata"]["name"] = json!(name);
     let spec = o["spec"].as_object_mut().expect("spec");
     match bpf {
@@ -38,7 +43,9 @@ pub fn felix(api_version: &str, name: &str, bpf: Option<bool>) -> Value {
 /// The Installation `default` with `linuxDataplane` set, or left out (the operator's default).
 pub fn installation(dataplane: Option<&str>) -> Value {
     let mut o = parse(INSTALLATION);
-    let net = o["spec"]["calicoNetwork"].as_object_mut().expect("calicoNetwork");
+    let net = o["spec"]["calicoNetwork"]
+        .as_object_mut()
+        .expect("calicoNetwork");
     match dataplane {
         Some(d) => net.insert("linuxDataplane".into(), json!(d)),
         None => net.remove("linuxDataplane"),
@@ -50,7 +57,11 @@ pub fn installation(dataplane: Option<&str>) -> Value {
 /// install it (kube-system), with the calico-node container's `FELIX_BPFENABLED` entry
 /// replaced by `entry` (a whole `env` item), or removed when `None`.
 pub fn daemonset(namespace: &str, entry: Option<Value>) -> Value {
-    let mut o = parse(if namespace == "calico-system" { DS_OPERATOR } else { DS_MANIFEST });
+    let mut o = parse(if namespace == "calico-system" {
+        DS_OPERATOR
+    } else {
+        DS_MANIFEST
+    });
     o["metadata"]["namespace"] = json!(namespace);
     let env = o["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array_mut()
@@ -77,8 +88,10 @@ pub fn config_map(namespace: &str, name: &str, data: &[(&str, &str)]) -> Value {
     let mut o = parse(CM_SERVICES);
     o["metadata"]["namespace"] = json!(namespace);
     o["metadata"]["name"] = json!(name);
-    let map: serde_json::Map<String, Value> =
-        data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let map: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     o["data"] = Value::Object(map);
     o
 }
@@ -89,15 +102,37 @@ mod tests {
 
     #[test]
     fn fixtures_parse_and_edit() {
-        for t in [FELIX_CRD, FELIX_V3, INSTALLATION, DS_OPERATOR, DS_MANIFEST, CM_SERVICES] {
+        for t in [
+            FELIX_CRD,
+            FELIX_V3,
+            INSTALLATION,
+            DS_OPERATOR,
+            DS_MANIFEST,
+            CM_SERVICES,
+        ] {
             let v: Value = serde_json::from_str(t).unwrap();
             assert!(v["apiVersion"].is_string() && v["metadata"]["name"].is_string());
         }
-        assert_eq!(felix("projectcalico.org/v3", "node.n1", Some(true))["spec"]["bpfEnabled"], json!(true));
-        assert!(felix("crd.projectcalico.org/v1", "default", None)["spec"].get("bpfEnabled").is_none());
-        assert_eq!(installation(Some("BPF"))["spec"]["calicoNetwork"]["linuxDataplane"], json!("BPF"));
+        assert_eq!(
+            felix("projectcalico.org/v3", "node.n1", Some(true))["spec"]["bpfEnabled"],
+            json!(true)
+        );
+        assert!(felix("crd.projectcalico.org/v1", "default", None)["spec"]
+            .get("bpfEnabled")
+            .is_none());
+        assert_eq!(
+            installation(Some("BPF"))["spec"]["calicoNetwork"]["linuxDataplane"],
+            json!("BPF")
+        );
         let ds = daemonset("kube-system", Some(env_value("1")));
-        let env = ds["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
-        assert_eq!(env.iter().filter(|e| e["name"] == "FELIX_BPFENABLED").count(), 1);
+        let env = ds["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        assert_eq!(
+            env.iter()
+                .filter(|e| e["name"] == "FELIX_BPFENABLED")
+                .count(),
+            1
+        );
     }
 }

@@ -20,7 +20,11 @@ pub struct Rule {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -31,7 +35,12 @@ pub fn parse(yaml: &str) -> Result<Vec<Rule>> {
         let v: Value = Value::deserialize(doc).context("RBAC YAML")?;
         let namespace = match v["kind"].as_str() {
             Some("ClusterRole") => None,
-            Some("Role") => Some(v["metadata"]["namespace"].as_str().context("Role without a namespace")?.to_string()),
+            Some("Role") => Some(
+                v["metadata"]["namespace"]
+                    .as_str()
+                    .context("Role without a namespace")?
+                    .to_string(),
+            ),
             _ => continue,
         };
         for r in v["rules"].as_array().into_iter().flatten() {
@@ -66,7 +75,11 @@ pub fn allows(
             Some(ns) => namespace == Some(ns.as_str()),
         };
         let named = r.names.is_empty() || name.is_some_and(|n| r.names.iter().any(|x| x == n));
-        scope && named && has(&r.groups, group) && has(&r.resources, resource) && has(&r.verbs, verb)
+        scope
+            && named
+            && has(&r.groups, group)
+            && has(&r.resources, resource)
+            && has(&r.verbs, verb)
     })
 }
 
@@ -103,13 +116,69 @@ rules:
     #[test]
     fn rules_as_the_api_server_applies_them() {
         let r = parse(YAML).unwrap();
-        assert!(allows(&r, "apps", "daemonsets", "list", Some("kube-system"), Some("calico-node")));
-        assert!(!allows(&r, "apps", "daemonsets", "list", Some("kube-system"), None));
-        assert!(!allows(&r, "apps", "daemonsets", "get", Some("kube-system"), Some("other")));
-        assert!(allows(&r, "crd.projectcalico.org", "felixconfigurations", "watch", None, Some("node.a")));
-        assert!(!allows(&r, "projectcalico.org", "felixconfigurations", "get", None, Some("default")));
-        assert!(allows(&r, "", "configmaps", "get", Some("kube-system"), Some("x")));
-        assert!(!allows(&r, "", "configmaps", "get", Some("calico-system"), Some("x")));
-        assert!(!allows(&r, "", "configmaps", "list", Some("kube-system"), None));
+        assert!(allows(
+            &r,
+            "apps",
+            "daemonsets",
+            "list",
+            Some("kube-system"),
+            Some("calico-node")
+        ));
+        assert!(!allows(
+            &r,
+            "apps",
+            "daemonsets",
+            "list",
+            Some("kube-system"),
+            None
+        ));
+        assert!(!allows(
+            &r,
+            "apps",
+            "daemonsets",
+            "get",
+            Some("kube-system"),
+            Some("other")
+        ));
+        assert!(allows(
+            &r,
+            "crd.projectcalico.org",
+            "felixconfigurations",
+            "watch",
+            None,
+            Some("node.a")
+        ));
+        assert!(!allows(
+            &r,
+            "projectcalico.org",
+            "felixconfigurations",
+            "get",
+            None,
+            Some("default")
+        ));
+        assert!(allows(
+            &r,
+            "",
+            "configmaps",
+            "get",
+            Some("kube-system"),
+            Some("x")
+        ));
+        assert!(!allows(
+            &r,
+            "",
+            "configmaps",
+            "get",
+            Some("calico-system"),
+            Some("x")
+        ));
+        assert!(!allows(
+            &r,
+            "",
+            "configmaps",
+            "list",
+            Some("kube-system"),
+            None
+        ));
     }
 }

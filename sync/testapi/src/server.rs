@@ -32,6 +32,8 @@ pub const USER: &str = "system:serviceaccount:calico-bpf-guard:calico-bpf-guard-
 const HOLD: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
+/// `answer`'s word for a watch, which logs itself when it starts.
+const STREAMED: u16 = u16::MAX;
 
 /// resourceVersions: a counter bumped whenever a file's content is seen to change.
 #[derive(Default)]
@@ -93,10 +95,9 @@ impl Server {
     /// Serves `world` on 127.0.0.1:`port` (0: any free port); writes `ca.crt`, `kubeconfig`
     /// and `port` into the world.
     pub fn start(world: World, port: u16) -> Result<Server> {
-        let (ca, tls) = crate::tls::make()?;
+        let tls = crate::tls::load_or_make(&world.dir)?;
         let listener = TcpListener::bind(("127.0.0.1", port)).context("binding 127.0.0.1")?;
         let port = listener.local_addr()?.port();
-        fs::write(world.dir.join("ca.crt"), ca)?;
         fs::write(world.dir.join("kubeconfig"), kubeconfig(&world.dir, port))?;
         fs::write(world.dir.join("port"), format!("{port}\n"))?;
         let state = Arc::new(State {
@@ -214,7 +215,9 @@ fn serve(st: &State, tcp: TcpStream) {
     };
     let line = format!("{} {}", req.method, req.target);
     let code = answer(st, &mut s, &req, &line);
-    st.world.log_request(&format!("{line} -> {code}"));
+    if code != STREAMED {
+        st.world.log_request(&format!("{line} -> {code}"));
+    }
 }
 
 fn send(s: &mut impl Write, code: u16, body: &Value) -> u16 {
@@ -248,7 +251,10 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
     let Some(p) = parse_path(&req.path) else {
         return send(s, 404, &status::no_such_type());
     };
-    let watch = req.query.get("watch").is_some_and(|v| v == "true" || v == "1");
+    let watch = req
+        .query
+        .get("watch")
+        .is_some_and(|v| v == "true" || v == "1");
     let verb = match (&p.name, watch) {
         (Some(_), _) => "get",
         (None, true) => "watch",
@@ -270,19 +276,38 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
     match fault.as_deref() {
         Some("403") => return send(s, 403, &status::forbidden(&target, USER)),
         Some("404") => return send(s, 404, &status::not_found(&target)),
-        Some(c @ ("500" | "503")) => return send(s, c.parse().unwrap_or(500), &status::internal(c.parse().unwrap_or(500))),
+        Some(c @ ("500" | "503")) => {
+            return send(
+                s,
+                c.parse().unwrap_or(500),
+                &status::internal(c.parse().unwrap_or(500)),
+            )
+        }
         Some("garbage") => {
             let _ = wire::respond(s, 200, b"{\"kind\":\"List\",\"items\":[{\"metadata\":");
             return 200;
         }
         _ => {}
     }
-    if !st.world.served().contains(&type_line(&p.group, &p.version, &p.resource)) {
+    if !st
+        .world
+        .served()
+        .contains(&type_line(&p.group, &p.version, &p.resource))
+    {
         return send(s, 404, &status::no_such_type());
     }
     if let Ok(yaml) = fs::read_to_string(st.world.dir.join("rbac.yaml")) {
         let allowed = rbac::parse(&yaml)
-            .map(|rules| rbac::allows(&rules, &p.group, &p.resource, verb, p.namespace.as_deref(), name.as_deref()))
+            .map(|rules| {
+                rbac::allows(
+                    &rules,
+                    &p.group,
+                    &p.resource,
+                    verb,
+                    p.namespace.as_deref(),
+                    name.as_deref(),
+                )
+            })
             .unwrap_or(false);
         if !allowed {
             return send(s, 403, &status::forbidden(&target, USER));
@@ -319,8 +344,10 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
             send(s, 200, &list)
         }
         (None, true) => {
+            // Logged when it starts: a watch may run for minutes.
+            st.world.log_request(&format!("{line} -> 200"));
             stream(st, s, &p, selected.as_deref(), req, fault.as_deref());
-            200
+            STREAMED
         }
     }
 }
@@ -332,7 +359,13 @@ fn current(st: &State) -> u64 {
 /// The collection's directories: one namespace, or every namespace (and cluster scope).
 fn dirs(st: &State, p: &ApiPath) -> Vec<PathBuf> {
     match &p.namespace {
-        Some(ns) => vec![collection_dir(&st.world.dir, &p.group, &p.version, Some(ns), &p.resource)],
+        Some(ns) => vec![collection_dir(
+            &st.world.dir,
+            &p.group,
+            &p.version,
+            Some(ns),
+            &p.resource,
+        )],
         None => {
             let base = collection_dir(&st.world.dir, &p.group, &p.version, None, &p.resource);
             let version_dir = base.parent().and_then(Path::parent).map(Path::to_path_buf);
@@ -387,7 +420,14 @@ fn event(s: &mut impl Write, kind: &str, obj: &Value) -> bool {
 
 /// A watch: events for changes after `resourceVersion`, bookmarks when asked, until the
 /// client's timeout, the type stops being served, or a fault ends it.
-fn stream(st: &State, s: &mut impl Write, p: &ApiPath, name: Option<&str>, req: &Request, fault: Option<&str>) {
+fn stream(
+    st: &State,
+    s: &mut impl Write,
+    p: &ApiPath,
+    name: Option<&str>,
+    req: &Request,
+    fault: Option<&str>,
+) {
     if wire::start_stream(s).is_err() {
         return;
     }
@@ -411,7 +451,10 @@ fn stream(st: &State, s: &mut impl Write, p: &ApiPath, name: Option<&str>, req: 
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .map(|t: u64| Instant::now() + Duration::from_secs(t));
-    let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let bookmarks = req
+        .query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
     let line = type_line(&p.group, &p.version, &p.resource);
     let mut known: HashMap<PathBuf, (u64, Value)> = HashMap::new();
     let mut first = true;
@@ -467,7 +510,12 @@ fn stream(st: &State, s: &mut impl Write, p: &ApiPath, name: Option<&str>, req: 
             }
             last_bookmark = Instant::now();
         }
-        if st.world.fault_for(&format!("{} {}", req.method, req.target)).as_deref() == Some("drop") {
+        if st
+            .world
+            .fault_for(&format!("{} {}", req.method, req.target))
+            .as_deref()
+            == Some("drop")
+        {
             return;
         }
         thread::sleep(POLL);

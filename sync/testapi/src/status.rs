@@ -84,7 +84,12 @@ pub fn no_such_type() -> Value {
 
 pub fn internal(code: u16) -> Value {
     if code == 503 {
-        return status(503, "ServiceUnavailable", "the server is currently unable to handle the request".into(), Some(json!({})));
+        return status(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request".into(),
+            Some(json!({})),
+        );
     }
     status(
         code,

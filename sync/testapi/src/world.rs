@@ -9,7 +9,8 @@
 //! - `faults`: lines `<action> <substring>`: a request whose `METHOD path?query` contains the
 //!   substring gets the action (401 403 404 500 503 timeout garbage drop gone).
 //! - `rbac.yaml`: when present, only what its Roles/ClusterRoles grant is allowed (else 403).
-//! - written by the server: `ca.crt`, `kubeconfig`, `port`, `requests.log`.
+//! - written by the server: `ca.crt`, `server.der`, `server.key.der` (kept across restarts),
+//!   `kubeconfig`, `port`, `requests.log`.
 //!
 //! This module reads and writes those files; it never serves.
 
@@ -62,7 +63,13 @@ impl ObjectRef {
     }
 }
 
-pub fn collection_dir(root: &Path, group: &str, version: &str, ns: Option<&str>, resource: &str) -> PathBuf {
+pub fn collection_dir(
+    root: &Path,
+    group: &str,
+    version: &str,
+    ns: Option<&str>,
+    resource: &str,
+) -> PathBuf {
     let g = if group.is_empty() { "core" } else { group };
     root.join("objects")
         .join(g)
@@ -83,7 +90,9 @@ impl World {
     /// A world in `dir` (created) serving Calico's types, with no object.
     pub fn create(dir: &Path) -> Result<World> {
         fs::create_dir_all(dir.join("objects")).with_context(|| format!("{}", dir.display()))?;
-        let w = World { dir: dir.to_path_buf() };
+        let w = World {
+            dir: dir.to_path_buf(),
+        };
         w.set_served(&CALICO_TYPES)?;
         w.rotate_token("token-0")?;
         Ok(w)
@@ -92,7 +101,9 @@ impl World {
     /// The world in `dir`, created as by `create` if it has no `served` file yet.
     pub fn create_or_open(dir: &Path) -> Result<World> {
         if dir.join("served").exists() {
-            return Ok(World { dir: dir.to_path_buf() });
+            return Ok(World {
+                dir: dir.to_path_buf(),
+            });
         }
         World::create(dir)
     }
@@ -108,8 +119,14 @@ impl World {
     }
 
     pub fn path_of(&self, o: &ObjectRef) -> PathBuf {
-        collection_dir(&self.dir, &o.group, &o.version, o.namespace.as_deref(), &o.resource)
-            .join(format!("{}.json", o.name))
+        collection_dir(
+            &self.dir,
+            &o.group,
+            &o.version,
+            o.namespace.as_deref(),
+            &o.resource,
+        )
+        .join(format!("{}.json", o.name))
     }
 
     /// Store `obj` (its apiVersion, kind, metadata.name/namespace say where) as `resource`.
@@ -130,7 +147,10 @@ impl World {
     }
 
     pub fn set_served(&self, types: &[&str]) -> Result<()> {
-        self.write_atomic(Path::new("served"), format!("{}\n", types.join("\n")).as_bytes())
+        self.write_atomic(
+            Path::new("served"),
+            format!("{}\n", types.join("\n")).as_bytes(),
+        )
     }
 
     pub fn served(&self) -> Vec<String> {

@@ -1,6 +1,6 @@
 //! Shared by the sync's tests: a world on the test API server, the sync binary run once or as a
 //! daemon against it, and the node's mode file read the way the guard reads it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use calico_bpf_guard_testapi::{fixtures, ObjectRef, Server, World};
+pub use calico_bpf_guard_testapi::{fixtures, Server, World};
 pub use serde_json::json;
 
 pub const SYNC: &str = env!("CARGO_BIN_EXE_calico-bpf-guard-sync");
@@ -22,9 +22,14 @@ pub fn have_root(test: &str) -> bool {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: the mode file writer needs root; CI=true, so this is a failure, not a skip");
+        panic!(
+            "{test}: the mode file writer needs root; CI=true, so this is a failure, not a skip"
+        );
     }
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: the mode file writer needs root");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: the mode file writer needs root"
+    );
     false
 }
 
@@ -60,11 +65,17 @@ impl Harness {
     /// A cluster whose every source says eBPF is off (operator install on iptables).
     pub fn calico_off(&self) {
         let w = &self.world;
-        w.put("daemonsets", &fixtures::daemonset("calico-system", None)).unwrap();
+        w.put("daemonsets", &fixtures::daemonset("calico-system", None))
+            .unwrap();
         for g in ["crd.projectcalico.org/v1", "projectcalico.org/v3"] {
-            w.put("felixconfigurations", &fixtures::felix(g, "default", Some(false))).unwrap();
+            w.put(
+                "felixconfigurations",
+                &fixtures::felix(g, "default", Some(false)),
+            )
+            .unwrap();
         }
-        w.put("installations", &fixtures::installation(Some("Iptables"))).unwrap();
+        w.put("installations", &fixtures::installation(Some("Iptables")))
+            .unwrap();
     }
 
     pub fn set_felix_default(&self, bpf: Option<bool>) {
@@ -127,7 +138,14 @@ impl Harness {
         let child = Command::new(SYNC)
             .args(self.args())
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--retry-min", "50ms", "--retry-max", "200ms", "--settle", "20ms"])
+            .args([
+                "--retry-min",
+                "50ms",
+                "--retry-max",
+                "200ms",
+                "--settle",
+                "20ms",
+            ])
             .args(["--override-poll", "50ms", "--resync", "10m"])
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
@@ -164,7 +182,13 @@ impl Harness {
     /// directory, `..data` swapped to it by rename, `dataplane` a symlink through `..data`.
     pub fn set_override(&self, word: Option<&str>) {
         let d = &self.override_dir;
-        let stamp = format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        let stamp = format!(
+            "..{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
         std::fs::create_dir(d.join(&stamp)).unwrap();
         if let Some(w) = word {
             std::fs::write(d.join(&stamp).join("dataplane"), w).unwrap();
@@ -188,7 +212,11 @@ impl Drop for Harness {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Daemon {
@@ -202,7 +230,11 @@ impl Daemon {
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         let code = text.split(' ').nth(1)?.parse().ok()?;
@@ -220,7 +252,9 @@ impl Daemon {
     }
 
     pub fn failures(&self, reason: &str) -> f64 {
-        self.metric(&format!("calico_bpf_guard_sync_failures_total{{reason=\"{reason}\"}}"))
+        self.metric(&format!(
+            "calico_bpf_guard_sync_failures_total{{reason=\"{reason}\"}}"
+        ))
     }
 
     pub fn log(&self) -> String {
@@ -241,7 +275,9 @@ impl Daemon {
 
     /// SIGTERM, and the exit code.
     pub fn stop(mut self) -> i32 {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -250,7 +286,10 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
-        panic!("the sync did not stop within 5 s of SIGTERM:\n{}", self.log());
+        panic!(
+            "the sync did not stop within 5 s of SIGTERM:\n{}",
+            self.log()
+        );
     }
 }
 

@@ -33,14 +33,22 @@ enum Cmd {
     },
     /// FelixConfiguration NAME in GROUP (crd.projectcalico.org/v1 or projectcalico.org/v3);
     /// BPF is true, false, unset or delete.
-    Felix { group: String, name: String, bpf: String },
+    Felix {
+        group: String,
+        name: String,
+        bpf: String,
+    },
     /// Installation default's linuxDataplane (BPF, Iptables, Nftables, VPP), unset or delete.
     Installation { dataplane: String },
     /// The calico-node DaemonSet in NAMESPACE (calico-system: the operator's render, else the
     /// manifests'); VALUE is FELIX_BPFENABLED's value, unset (no entry) or delete.
     Daemonset { namespace: String, value: String },
     /// A ConfigMap NAMESPACE/NAME with KEY=VALUE pairs.
-    Configmap { namespace: String, name: String, pairs: Vec<String> },
+    Configmap {
+        namespace: String,
+        name: String,
+        pairs: Vec<String>,
+    },
     /// Serve only these types (`group/version resource`, `v1 configmaps`); none: serve nothing.
     Served { types: Vec<String> },
     /// Faults, one `ACTION SUBSTRING` per argument (401 403 404 500 503 timeout garbage drop
@@ -58,7 +66,10 @@ fn run(cli: Cli) -> Result<()> {
                 w.set_rbac(Some(&std::fs::read_to_string(r)?))?;
             }
             let s = Server::start(w, port)?;
-            eprintln!("calico-bpf-guard-testapi: serving https://127.0.0.1:{}", s.port);
+            eprintln!(
+                "calico-bpf-guard-testapi: serving https://127.0.0.1:{}",
+                s.port
+            );
             loop {
                 std::thread::park();
             }
@@ -76,16 +87,33 @@ fn run(cli: Cli) -> Result<()> {
             w.put("felixconfigurations", &fixtures::felix(&group, &name, bpf))
         }
         Cmd::Installation { dataplane } => match dataplane.as_str() {
-            "delete" => w.delete(&ObjectRef::new("operator.tigera.io/v1", None, "installations", "default")),
+            "delete" => w.delete(&ObjectRef::new(
+                "operator.tigera.io/v1",
+                None,
+                "installations",
+                "default",
+            )),
             "unset" => w.put("installations", &fixtures::installation(None)),
             d => w.put("installations", &fixtures::installation(Some(d))),
         },
         Cmd::Daemonset { namespace, value } => match value.as_str() {
-            "delete" => w.delete(&ObjectRef::new("apps/v1", Some(&namespace), "daemonsets", "calico-node")),
+            "delete" => w.delete(&ObjectRef::new(
+                "apps/v1",
+                Some(&namespace),
+                "daemonsets",
+                "calico-node",
+            )),
             "unset" => w.put("daemonsets", &fixtures::daemonset(&namespace, None)),
-            v => w.put("daemonsets", &fixtures::daemonset(&namespace, Some(fixtures::env_value(v)))),
+            v => w.put(
+                "daemonsets",
+                &fixtures::daemonset(&namespace, Some(fixtures::env_value(v))),
+            ),
         },
-        Cmd::Configmap { namespace, name, pairs } => {
+        Cmd::Configmap {
+            namespace,
+            name,
+            pairs,
+        } => {
             let kv: Vec<(&str, &str)> = pairs.iter().filter_map(|p| p.split_once('=')).collect();
             w.put("configmaps", &fixtures::config_map(&namespace, &name, &kv))
         }

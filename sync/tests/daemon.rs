@@ -1,0 +1,284 @@
+//! The sync as the DaemonSet runs it: a change in the cluster reaches the mode file through a
+//! watch (the re-evaluation interval is 10 minutes here, so nothing else can carry it), a watch
+//! that breaks or expires resumes, a rotated token is read again, the override flips the file
+//! without a restart, the file is written only on change, and SIGTERM stops it cleanly.
+
+mod common;
+use common::*;
+
+fn list_requests(h: &Harness) -> usize {
+    h.world
+        .requests()
+        .iter()
+        .filter(|r| !r.contains("watch=true"))
+        .count()
+}
+
+#[test]
+fn a_cluster_switch_arrives_by_watch() {
+    if !have_root("a_cluster_switch_arrives_by_watch") {
+        return;
+    }
+    let h = Harness::new("switch");
+    h.calico_off();
+    let d = h.daemon();
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    h.set_felix_default(Some(true));
+    d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
+    assert!(h
+        .mode_text()
+        .unwrap()
+        .contains("source = \"sync: FelixConfiguration default bpfEnabled=true\""));
+    h.world
+        .put("installations", &fixtures::installation(Some("Nftables")))
+        .unwrap();
+    h.set_felix_default(Some(false));
+    d.wait_for("nftables", || h.mode().as_deref() == Some("nftables"));
+    // The metrics say what was written, by what, and when.
+    let (code, body) = d.get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("calico_bpf_guard_sync_mode{dataplane=\"nftables\",source=\"sync: FelixConfiguration default bpfEnabled=false; Installation default linuxDataplane=Nftables\"} 1"), "{body}");
+    assert_eq!(d.metric("calico_bpf_guard_sync_writes_total"), 3.0);
+    assert!(d.metric("calico_bpf_guard_sync_last_success_timestamp_seconds") > 1.7e9);
+    assert_eq!(d.get("/readyz").map(|r| r.0), Some(200));
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn status_churn_costs_no_request_and_writes_nothing() {
+    if !have_root("status_churn_costs_no_request_and_writes_nothing") {
+        return;
+    }
+    let h = Harness::new("churn");
+    h.calico_off();
+    let d = h.daemon();
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let lists = list_requests(&h);
+    let before = std::fs::metadata(&h.mode_file).unwrap();
+    // The DaemonSet's status changes with every pod in the cluster; its env does not.
+    for ready in 0..5 {
+        let mut ds = fixtures::daemonset("calico-system", None);
+        ds["status"]["numberReady"] = json!(ready);
+        h.world.put("daemonsets", &ds).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A FelixConfiguration edit that leaves bpfEnabled alone is no reason either.
+    let mut fc = fixtures::felix("crd.projectcalico.org/v1", "default", Some(false));
+    fc["spec"]["logSeverityScreen"] = json!("Debug");
+    h.world.put("felixconfigurations", &fc).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        list_requests(&h),
+        lists,
+        "an irrelevant change made the sync read the API"
+    );
+    // A relevant one does, and a re-evaluation with the same answer writes nothing.
+    h.world
+        .put(
+            "daemonsets",
+            &fixtures::daemonset("calico-system", Some(fixtures::env_value("false"))),
+        )
+        .unwrap();
+    d.wait_for("an evaluation", || list_requests(&h) > lists);
+    d.wait_for("its log line", || {
+        d.log().contains(
+            "unchanged iptables: DaemonSet calico-system/calico-node FELIX_BPFENABLED=false",
+        )
+    });
+    let after = std::fs::metadata(&h.mode_file).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec()),
+        "rewritten without a change"
+    );
+    assert_eq!(d.metric("calico_bpf_guard_sync_writes_total"), 1.0);
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn writes_only_on_change_once() {
+    if !have_root("writes_only_on_change_once") {
+        return;
+    }
+    let h = Harness::new("onchange");
+    h.calico_off();
+    let (code, err) = h.once();
+    assert_eq!(code, 0, "{err}");
+    let first = h.mode_text();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (code, err) = h.once();
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        h.mode_text(),
+        first,
+        "the second run rewrote an unchanged value"
+    );
+    assert!(err.contains("unchanged iptables"), "{err}");
+}
+
+#[test]
+fn a_broken_watch_resumes() {
+    if !have_root("a_broken_watch_resumes") {
+        return;
+    }
+    let h = Harness::new("broken");
+    h.calico_off();
+    let d = h.daemon();
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    // Every watch connection breaks, and keeps breaking for a while.
+    h.world.set_faults(&["drop watch=true"]).unwrap();
+    d.wait_for("broken watches counted", || {
+        d.failures("watch_broken") >= 7.0
+    });
+    h.world.set_faults(&[]).unwrap();
+    let watches = h
+        .world
+        .requests()
+        .iter()
+        .filter(|r| r.contains("watch=true") && r.ends_with("-> 200"))
+        .count();
+    d.wait_for("watches again", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true") && r.ends_with("-> 200"))
+            .count()
+            >= watches + 7
+    });
+    h.set_felix_default(Some(true));
+    d.wait_for("bpf through the resumed watch", || {
+        h.mode().as_deref() == Some("bpf")
+    });
+
+    // 410 Gone: the watcher lists again, and the next change still arrives.
+    h.world.set_faults(&["gone watch=true"]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    h.world.set_faults(&[]).unwrap();
+    h.set_felix_default(Some(false));
+    d.wait_for("iptables after 410", || {
+        h.mode().as_deref() == Some("iptables")
+    });
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn a_rotated_token_is_read_again() {
+    if !have_root("a_rotated_token_is_read_again") {
+        return;
+    }
+    let h = Harness::new("rotate");
+    h.calico_off();
+    let d = h.daemon();
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    // kubelet rotates the projected token; the old one is refused from now on.
+    h.world.rotate_token("token-1").unwrap();
+    h.set_felix_default(Some(true));
+    // kube-rs alone would keep the old token for about a minute; the sync drops its client
+    // after a 401 and reads the file again.
+    d.wait_for("bpf with the new token", || {
+        h.mode().as_deref() == Some("bpf")
+    });
+    assert!(d.failures("unauthorized") >= 1.0, "{}", d.log());
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn the_override_flips_without_a_restart() {
+    if !have_root("the_override_flips_without_a_restart") {
+        return;
+    }
+    let h = Harness::new("override");
+    h.calico_off();
+    h.set_felix_default(Some(true));
+    h.set_override(Some("auto\n"));
+    let d = h.daemon();
+    d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
+    h.set_override(Some("none\n"));
+    d.wait_for("none", || h.mode().as_deref() == Some("none"));
+    assert!(h
+        .mode_text()
+        .unwrap()
+        .contains("source = \"sync: override dataplane=none\""));
+    h.set_override(Some("iptables"));
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    h.set_override(Some("bogus"));
+    d.wait_for("override_invalid counted", || {
+        d.failures("override_invalid") >= 1.0
+    });
+    assert_eq!(h.mode().as_deref(), Some("iptables"));
+    // The key removed from the ConfigMap: back to auto, the cluster's bpf.
+    h.set_override(None);
+    d.wait_for("bpf again", || h.mode().as_deref() == Some("bpf"));
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn a_removed_crd_is_absent_not_a_failure() {
+    if !have_root("a_removed_crd_is_absent_not_a_failure") {
+        return;
+    }
+    let h = Harness::new("crd");
+    h.calico_off();
+    h.world
+        .put("installations", &fixtures::installation(Some("BPF")))
+        .unwrap();
+    let d = h.daemon();
+    d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
+    // The operator is uninstalled: its CRD goes, the rest says off.
+    h.world
+        .unserve("operator.tigera.io/v1 installations")
+        .unwrap();
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    let present = "calico_bpf_guard_sync_source_present{source=\"Installation default\",place=\"operator.tigera.io/v1\"}";
+    d.wait_for("the metric says it is absent", || {
+        d.metric(present) == 0.0 && d.get("/metrics").is_some_and(|m| m.1.contains(present))
+    });
+    let said = d.log();
+    let last = said
+        .lines()
+        .rfind(|l| l.contains("sources present:"))
+        .unwrap();
+    assert!(
+        last.split("absent:")
+            .nth(1)
+            .unwrap()
+            .contains("Installation default (operator.tigera.io/v1)"),
+        "{said}"
+    );
+    assert_eq!(d.failures("not_found"), 0.0);
+    assert_eq!(d.stop(), 0);
+}
