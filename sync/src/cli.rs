@@ -11,9 +11,10 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "calico-bpf-guard-sync", version)]
 pub struct Args {
-    /// This node's name (the pod's spec.nodeName), for FelixConfiguration node.<name>.
-    #[arg(long, env = "NODE_NAME")]
-    pub node_name: String,
+    /// This node's name (the pod's spec.nodeName), for FelixConfiguration node.<name>;
+    /// default: the environment variable NODE_NAME. Required one way or the other.
+    #[arg(long)]
+    pub node_name: Option<String>,
 
     /// The node's mode file (hostPath /var/lib/calico-bpf-guard).
     #[arg(long, default_value = "/var/lib/calico-bpf-guard/mode.toml")]
@@ -67,6 +68,32 @@ pub struct Args {
     /// How often the override file is read again.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub override_poll: Duration,
+}
+
+impl Args {
+    /// The arguments, with `--node-name` taken from `NODE_NAME` when not given (read here, not
+    /// by clap's `env` feature, which would also change the guard's clap in a workspace build).
+    /// Exits 2 with clap's usage message when neither is there.
+    pub fn parse_all() -> Args {
+        let mut args = Args::parse();
+        if args.node_name.is_none() {
+            args.node_name = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+        }
+        if args.node_name.is_none() {
+            use clap::CommandFactory;
+            Args::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--node-name (or NODE_NAME) is required",
+                )
+                .exit();
+        }
+        args
+    }
+
+    pub fn node(&self) -> &str {
+        self.node_name.as_deref().unwrap_or_default()
+    }
 }
 
 /// `250ms`, `10s`, `5m`, `1h`.

@@ -20,11 +20,10 @@ mod watch;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = cli::Args::parse_all();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,7 +62,7 @@ async fn start(args: cli::Args) -> ExitCode {
     };
     logline::info(&format!(
         "node {}, mode file {}, override {}, listening on {}",
-        args.node_name,
+        args.node(),
         args.mode_file.display(),
         args.override_file.display(),
         args.listen

@@ -149,7 +149,7 @@ impl Sync {
             if let Some(client) = &self.client {
                 let cluster = Cluster {
                     client: client.clone(),
-                    node: self.args.node_name.clone(),
+                    node: self.args.node().to_string(),
                     namespaces: self.args.namespaces.clone(),
                     timeout: self.args.request_timeout,
                 };
@@ -214,7 +214,7 @@ impl Sync {
                     if watches.is_none() {
                         watches = Some(watch::start(
                             client,
-                            &self.args.node_name,
+                            self.args.node(),
                             &self.args.namespaces,
                             backoff,
                             trigger.clone(),
