@@ -33,6 +33,26 @@ pub fn have_root(test: &str) -> bool {
     false
 }
 
+/// Moves this test's thread (and so the server's threads and the sync it starts) into a network
+/// namespace of its own with only `lo`, up: the servers listen on nobody's loopback but the
+/// test's, and the tests run the same in a kernel-matrix guest whose own `lo` is down. The
+/// namespace goes away with the thread's last user; nothing is left on the host.
+fn own_network() {
+    // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success(), "ip link set lo up");
+}
+
 /// A test's own directory, world, server and mode file; all removed on drop.
 pub struct Harness {
     pub dir: PathBuf,
@@ -45,6 +65,7 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(test: &str) -> Harness {
+        own_network();
         let dir = std::env::temp_dir().join(format!("sync-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
