@@ -159,8 +159,11 @@ fn write(sink: &Sink, level: Level, msg: &str) {
                 write(&Sink::Stderr, level, msg);
             }
         }
+        // Each line is formatted first and written whole: stderr is unbuffered, and `writeln!`
+        // on it writes the message and its newline apart, two writes per line on a sweep that
+        // logs thousands of them.
         Sink::Journal => {
-            let _ = writeln!(stderr, "<{}>{msg}", level as u8);
+            let _ = stderr.write_all(format!("<{}>{msg}\n", level as u8).as_bytes());
         }
         Sink::Stderr => {
             let tag = match level {
@@ -168,7 +171,7 @@ fn write(sink: &Sink, level: Level, msg: &str) {
                 Level::Warning => "warning: ",
                 _ => "",
             };
-            let _ = writeln!(stderr, "{tag}{msg}");
+            let _ = stderr.write_all(format!("{tag}{msg}\n").as_bytes());
         }
     }
 }
