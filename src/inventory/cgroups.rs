@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::kernel::bpf::{self, Target};
 use crate::kernel::fs::FsKind;
 use crate::kernel::is_gone;
-use crate::kernel::tree::{refusal, Dir, Kind};
+use crate::kernel::tree::{refusal, Dir};
 use crate::names;
 
 use super::objects::{CgroupAttachment, Inventory, CGROUP_HOOKS};
@@ -64,7 +64,7 @@ pub fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
             if dir.nlink == 2 {
                 continue;
             }
-            let entries = match dir.entries() {
+            let subdirs = match dir.subdirs() {
                 Ok(e) => e,
                 Err(e) if is_gone(&e) => continue,
                 Err(e) => {
@@ -73,18 +73,18 @@ pub fn scan_cgroups(roots: &[PathBuf], inv: &mut Inventory) -> Result<()> {
                     continue;
                 }
             };
-            for e in entries.into_iter().filter(|e| e.kind == Kind::Dir) {
-                match dir.open_child(&e.name) {
+            for name in subdirs {
+                match dir.open_child(&name) {
                     Ok(child) => stack.push(child),
                     Err(err) if is_gone(&err) => {}
                     // Another cgroup2 mount of the same hierarchy is walked as a root of its
                     // own (every cgroup2 mount is one unless configured otherwise).
                     Err(err)
                         if err.raw_os_error() == Some(libc::EXDEV)
-                            && roots.iter().any(|r| *r == dir.path.join(&e.name)) => {}
+                            && roots.iter().any(|r| *r == dir.path.join(&name)) => {}
                     Err(err) => inv.incomplete.push(format!(
                         "{}: not inspected: {}",
-                        names::path(&dir.path.join(&e.name)),
+                        names::path(&dir.path.join(&name)),
                         refusal(&err)
                     )),
                 }

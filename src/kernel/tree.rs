@@ -11,7 +11,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::dir::Dir as DirStream;
 use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use nix::sys::statfs::{fstatfs, BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC};
@@ -196,24 +195,12 @@ impl Dir {
         })
     }
 
-    /// Every entry but `.` and `..`. An entry that vanishes while listed is left out.
+    /// Every entry but `.` and `..`, each looked at (not following a symlink). An entry that
+    /// vanishes while listed is left out.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
-        // A fresh open file description: a dup would share (and move) this fd's offset.
-        let fd = openat(
-            &self.fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut stream = DirStream::from_fd(fd)?;
         let mut out = Vec::new();
-        for e in stream.iter() {
-            let e = e?;
-            let name = OsStr::from_bytes(e.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
-            match self.stat(name) {
+        for (name, _) in self.list()? {
+            match self.stat(&name) {
                 Ok(entry) => out.push(entry),
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(err) => return Err(err),
@@ -222,11 +209,93 @@ impl Dir {
         Ok(out)
     }
 
+    /// The names of the subdirectories, by the types the listing itself gives: no look at each
+    /// entry, where a cgroup directory holds a dozen control files or more beside each child
+    /// cgroup. A name listed without a type is looked at. A subdirectory that is a mount point
+    /// is listed like any other: `open_child` refuses to enter it.
+    pub fn subdirs(&self) -> io::Result<Vec<OsString>> {
+        let mut out = Vec::new();
+        for (name, d_type) in self.list()? {
+            let dir = match d_type {
+                libc::DT_DIR => true,
+                libc::DT_UNKNOWN => match self.stat(&name) {
+                    Ok(e) => e.kind == Kind::Dir,
+                    Err(err) if err.raw_os_error() == Some(libc::ENOENT) => false,
+                    Err(err) => return Err(err),
+                },
+                _ => false,
+            };
+            if dir {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names and listed types (`d_type`) of every entry but `.` and `..`, read with
+    /// getdents64 on this directory's own fd from its start: no second open of the directory.
+    /// The fd's offset is this `Dir`'s alone to move (a clone made by `open_beneath` lists from
+    /// the start too, and nothing lists two at once).
+    fn list(&self) -> io::Result<Vec<(OsString, u8)>> {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: lseek on an fd this Dir owns, open for the call.
+        if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: the buffer is valid for writes of its whole length, which is passed with
+            // it; the kernel writes at most that many bytes of linux_dirent64 records.
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Ok(out);
+            }
+            let mut off = 0;
+            let n = n as usize;
+            // struct linux_dirent64: d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), then
+            // the name, NUL-terminated, padded to d_reclen.
+            while off + 19 <= n {
+                let reclen = usize::from(u16::from_ne_bytes([buf[off + 16], buf[off + 17]]));
+                if reclen < 20 || off + reclen > n {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a directory entry longer than the kernel's answer",
+                    ));
+                }
+                let d_type = buf[off + 18];
+                let name = &buf[off + 19..off + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    out.push((OsStr::from_bytes(name).to_os_string(), d_type));
+                }
+                off += reclen;
+            }
+        }
+    }
+
     /// The BPF object pinned at `name`, which must be a regular file of this directory's own
     /// file system. bpf(2) takes a path only (a directory fd from 6.5), so the path goes through
     /// this process's fd of the directory: nothing above it is resolved again.
     pub fn obj_get(&self, name: &OsStr) -> io::Result<OwnedFd> {
         let e = self.stat(name)?;
+        self.obj_get_entry(&e)
+    }
+
+    /// The BPF object pinned at the entry seen, if that entry is still there (same device and
+    /// inode); None when another file stands there now. One look serves both checks.
+    pub fn obj_get_seen(&self, seen: &Entry) -> io::Result<Option<OwnedFd>> {
+        let now = self.stat(&seen.name)?;
+        if now.id != seen.id {
+            return Ok(None);
+        }
+        self.obj_get_entry(&now).map(Some)
+    }
+
+    fn obj_get_entry(&self, e: &Entry) -> io::Result<OwnedFd> {
         if e.kind != Kind::File || e.mount {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -234,7 +303,7 @@ impl Dir {
             ));
         }
         let mut path = OsString::from(format!("/proc/self/fd/{}/", self.fd.as_raw_fd()));
-        path.push(name);
+        path.push(&e.name);
         bpf::obj_get(Path::new(&path))
     }
 
@@ -252,6 +321,67 @@ impl Dir {
         };
         unlinkat(&self.fd, seen.name.as_os_str(), flag)?;
         Ok(true)
+    }
+}
+
+/// A chain of open directories from a root down to the one last reached, kept between lookups
+/// so that the entries of one directory, or of its neighbours, are reached without walking from
+/// the root again: reaching another directory closes the part of the chain it does not share and
+/// opens the rest one `open_child` at a time (no symlink, no other mount, as ever). It holds one
+/// fd per level of the deepest directory reached, no more.
+#[derive(Debug)]
+pub struct Chain {
+    root: Dir,
+    /// The directories below the root, outermost first, with the names they were opened by.
+    below: Vec<(OsString, Dir)>,
+}
+
+impl Chain {
+    pub fn new(root: Dir) -> Chain {
+        Chain {
+            root,
+            below: Vec::new(),
+        }
+    }
+
+    /// The directory `rel` beneath the root: what the chain already holds of it is reused, the
+    /// rest opened. An error leaves the chain at the deepest directory it could open.
+    pub fn reach(&mut self, rel: &Path) -> io::Result<&Dir> {
+        let parts: Vec<&OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let shared = self
+            .below
+            .iter()
+            .zip(&parts)
+            .take_while(|((have, _), want)| have.as_os_str() == **want)
+            .count();
+        self.below.truncate(shared);
+        for part in &parts[shared..] {
+            let child = self.deepest().open_child(part)?;
+            self.below.push((part.to_os_string(), child));
+        }
+        Ok(self.deepest())
+    }
+
+    fn deepest(&self) -> &Dir {
+        self.below.last().map_or(&self.root, |(_, d)| d)
+    }
+
+    /// Close the chain's directories from `rel` down: after `rel` itself is removed, a directory
+    /// made again by that name is another one, reached afresh.
+    pub fn forget(&mut self, rel: &Path) {
+        let depth = rel
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .count();
+        if depth > 0 {
+            self.below.truncate(depth - 1);
+        }
     }
 }
 
