@@ -6,17 +6,17 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::failpoint;
-use crate::inventory::{pinned_object, Located};
+use crate::inventory::{object_of, Located};
 use crate::kernel::bpf::{self, IdSpace, LinkTarget, Target};
 use crate::kernel::fs::FsKind;
 use crate::kernel::is_gone;
 use crate::kernel::netlink::{copy_err, Filter, Rtnl, FILTER_BATCH};
-use crate::kernel::tree::{self, Dir, Entry, Kind};
+use crate::kernel::tree::{self, Chain, Dir, Entry, Kind};
 use crate::plan::{pinned_id, Action, Step, StepKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,7 +34,10 @@ pub enum Outcome {
 /// go to the kernel in batches: on a node with a thousand interfaces a round trip per filter
 /// costs as much as the deletes themselves.
 pub fn apply(steps: &[Step], done: &mut dyn FnMut(&Step, Outcome)) {
-    let mut ctx = Ctx { rtnl: None };
+    let mut ctx = Ctx {
+        rtnl: None,
+        pins: None,
+    };
     let mut rest = steps;
     while let Some(step) = rest.first() {
         let filters = rest
@@ -70,6 +73,10 @@ fn outcome(result: io::Result<Outcome>) -> Outcome {
 
 struct Ctx {
     rtnl: Option<Rtnl>,
+    /// The bpffs root last reached and the directories open from it down to the last pin's:
+    /// a plan unpins a directory's entries one after another, and each is reached on the fds
+    /// already open rather than by a walk from the root (None: that root is no bpffs now).
+    pins: Option<(PathBuf, Option<Chain>)>,
 }
 
 impl Ctx {
@@ -224,29 +231,34 @@ impl Ctx {
                 .pop()
                 .unwrap_or_else(|| Err(io::Error::other("no result for this filter"))),
             Action::Unpin { at, expect } => {
-                let Some((dir, seen)) = reach(at, Kind::File)? else {
+                let Some((dir, seen)) = self.reach(at, Kind::File)? else {
                     return Ok(moved());
                 };
-                if dir.stat(&seen.name)?.id != seen.id {
+                let Some(fd) = dir.obj_get_seen(&seen)? else {
                     return Ok(Outcome::Kept(
                         "another file was pinned there since the scan".into(),
                     ));
-                }
-                if pinned_id(&pinned_object(&dir, &seen.name)?) != Some(*expect) {
+                };
+                if pinned_id(&object_of(fd.as_fd())?) != Some(*expect) {
                     return Ok(Outcome::Kept("the pin now holds another object".into()));
                 }
                 Ok(removed(dir.remove_if_same(&seen)?))
             }
             Action::RemoveDir { at } => {
-                let Some((dir, seen)) = reach(at, Kind::Dir)? else {
+                let Some((dir, seen)) = self.reach(at, Kind::Dir)? else {
                     return Ok(moved());
                 };
-                match dir.remove_if_same(&seen) {
+                let result = match dir.remove_if_same(&seen) {
                     Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(Outcome::Kept(
                         "not empty: it holds entries that are not Calico's".into(),
                     )),
                     r => r.map(removed),
+                };
+                // Whatever stands at that name now is not the directory the chain holds.
+                if let Some((_, Some(chain))) = &mut self.pins {
+                    chain.forget(&at.rel);
                 }
+                result
             }
             Action::DeleteDevice { name } => {
                 let rtnl = self.rtnl()?;
@@ -262,6 +274,36 @@ impl Ctx {
         }
     }
 
+    /// The directory holding a planned bpffs entry, reached from its root one directory fd at a
+    /// time (no symlink, no other mount) on the chain of directories already open, and the
+    /// entry as the scan saw it. None when a symlink or a mount now stands on the way, or the
+    /// root is no bpffs.
+    fn reach(&mut self, at: &Located, kind: Kind) -> io::Result<Option<(&Dir, Entry)>> {
+        let Some(name) = at.rel.file_name() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
+        };
+        if self.pins.as_ref().is_none_or(|(root, _)| *root != at.root) {
+            let root = Dir::open_root(&at.root)?;
+            let chain = (root.fs_kind()? == FsKind::Bpffs).then(|| Chain::new(root));
+            self.pins = Some((at.root.clone(), chain));
+        }
+        let Some((_, Some(chain))) = &mut self.pins else {
+            return Ok(None);
+        };
+        let parent = match chain.reach(at.rel.parent().unwrap_or(Path::new(""))) {
+            Ok(d) => d,
+            Err(e) if tree::is_refused(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let seen = Entry {
+            name: name.to_os_string(),
+            kind,
+            id: at.id,
+            mount: false,
+        };
+        Ok(Some((parent, seen)))
+    }
+
     fn detach_link(&mut self, link_id: u32) -> io::Result<Outcome> {
         let link = bpf::fd_by_id(IdSpace::Link, link_id)?;
         match bpf::link_detach(link.as_fd()) {
@@ -270,31 +312,6 @@ impl Ctx {
             r => r.map(|()| Outcome::Removed),
         }
     }
-}
-
-/// The directory holding a planned bpffs entry, reached again from its root one directory fd at
-/// a time (no symlink, no other mount), and the entry as the scan saw it. None when a symlink or
-/// a mount now stands on the way.
-fn reach(at: &Located, kind: Kind) -> io::Result<Option<(Dir, Entry)>> {
-    let root = Dir::open_root(&at.root)?;
-    if root.fs_kind()? != FsKind::Bpffs {
-        return Ok(None);
-    }
-    let Some(name) = at.rel.file_name() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
-    };
-    let parent = match root.open_beneath(at.rel.parent().unwrap_or(Path::new(""))) {
-        Ok(d) => d,
-        Err(e) if tree::is_refused(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let seen = Entry {
-        name: name.to_os_string(),
-        kind,
-        id: at.id,
-        mount: false,
-    };
-    Ok(Some((parent, seen)))
 }
 
 fn moved() -> Outcome {

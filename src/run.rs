@@ -73,7 +73,11 @@ fn scan_and_plan(s: &Settings) -> Result<(Inventory, Vec<Step>, BTreeMap<u32, St
     if steps.is_empty() {
         return Ok((inv, steps, BTreeMap::new()));
     }
-    let ids = plan::program_ids(&steps);
+    // A program without BTF function info has no full name to find: not asked for one.
+    let ids: BTreeSet<u32> = plan::program_ids(&steps)
+        .into_iter()
+        .filter(|id| inv.with_btf.contains(id))
+        .collect();
     // The named plan replaces this one: with thousands of steps, two at once cost megabytes.
     drop(steps);
     let names = inventory::btf_names(ids);

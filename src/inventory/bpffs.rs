@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -197,11 +197,15 @@ impl BpffsScan<'_> {
 
 /// What a pin holds, opened through its directory's fd.
 pub fn pinned_object(dir: &Dir, name: &OsStr) -> io::Result<PinnedObject> {
-    let fd = dir.obj_get(name)?;
-    Ok(match bpf::fd_kind(fd.as_fd())? {
-        ObjKind::Prog => PinnedObject::Prog(bpf::prog_info(fd.as_fd())?),
-        ObjKind::Map => PinnedObject::Map(bpf::map_info(fd.as_fd())?),
-        ObjKind::Link => PinnedObject::Link(bpf::link_info(fd.as_fd())?),
+    object_of(dir.obj_get(name)?.as_fd())
+}
+
+/// What an fd opened from a pin holds.
+pub fn object_of(fd: BorrowedFd<'_>) -> io::Result<PinnedObject> {
+    Ok(match bpf::fd_kind(fd)? {
+        ObjKind::Prog => PinnedObject::Prog(bpf::prog_info(fd)?),
+        ObjKind::Map => PinnedObject::Map(bpf::map_info(fd)?),
+        ObjKind::Link => PinnedObject::Link(bpf::link_info(fd)?),
         ObjKind::Other => PinnedObject::Unknown("not a program, map or link".into()),
     })
 }

@@ -8,7 +8,7 @@ mod cgroups;
 mod network;
 mod objects;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -19,7 +19,7 @@ use crate::kernel::fs as kfs;
 use crate::kernel::is_gone;
 use crate::ownership::{ProgFacts, Scope};
 
-pub use bpffs::pinned_object;
+pub use bpffs::{object_of, pinned_object};
 pub use objects::{
     hook_name, CgroupAttachment, HookAttachment, Inventory, Located, Pin, PinDir, PinnedObject,
     CGROUP_HOOKS, NETKIT_HOOKS, TCX_HOOKS,
@@ -36,8 +36,10 @@ pub struct Roots {
 /// Scan everything the ownership rules can name.
 pub fn scan(roots: &Roots) -> Result<Inventory> {
     // Programs first: without CAP_SYS_ADMIN that listing says so, plainly.
+    let (programs, with_btf) = programs()?;
     let mut inv = Inventory {
-        programs: programs()?,
+        programs,
+        with_btf,
         features: bpf::features()
             .context("probing the kernel's BPF features (needs CAP_NET_ADMIN)")?,
         ..Default::default()
@@ -73,7 +75,7 @@ pub fn scan(roots: &Roots) -> Result<Inventory> {
 }
 
 /// Every loaded program, by raw id iteration so that missing CAP_SYS_ADMIN is an error.
-fn programs() -> Result<BTreeMap<u32, ProgInfo>> {
+fn programs() -> Result<(BTreeMap<u32, ProgInfo>, BTreeSet<u32>)> {
     let ids = bpf::ids(IdSpace::Prog).map_err(|e| {
         // Only EPERM is a missing capability; anything else (ENOSYS from a kernel without
         // bpf(2), or from qemu-user) is shown as the kernel said it.
@@ -84,16 +86,20 @@ fn programs() -> Result<BTreeMap<u32, ProgInfo>> {
         anyhow::Error::new(e).context(why)
     })?;
     let mut out = BTreeMap::new();
+    let mut with_btf = BTreeSet::new();
     for id in ids {
-        match bpf::fd_by_id(IdSpace::Prog, id).and_then(|fd| bpf::prog_info(fd.as_fd())) {
-            Ok(info) => {
+        match bpf::fd_by_id(IdSpace::Prog, id).and_then(|fd| bpf::prog_info_btf(fd.as_fd())) {
+            Ok((info, btf)) => {
                 out.insert(id, info);
+                if btf {
+                    with_btf.insert(id);
+                }
             }
             Err(e) if is_gone(&e) => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading program {id}"))),
         }
     }
-    Ok(out)
+    Ok((out, with_btf))
 }
 
 fn links() -> Result<Vec<LinkInfo>> {

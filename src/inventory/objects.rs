@@ -3,7 +3,7 @@
 //! inspected. Serializable, so `debug-inventory` prints it and the golden tests replay it; it
 //! never reads or changes the kernel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,10 @@ pub struct Inventory {
     /// What this kernel can have: a family it cannot have is not looked for.
     pub features: Features,
     pub programs: BTreeMap<u32, ProgInfo>,
+    /// The programs that carry BTF function info: only these have a full name to look up. Not
+    /// recorded (`debug-inventory` shows the names themselves).
+    #[serde(skip)]
+    pub with_btf: BTreeSet<u32>,
     pub scope: Scope,
     pub links: Vec<LinkInfo>,
     pub cgroups: Vec<CgroupAttachment>,

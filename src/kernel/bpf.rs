@@ -163,12 +163,19 @@ pub fn fd_by_id(space: IdSpace, id: u32) -> io::Result<OwnedFd> {
 
 /// A program's id, type and kernel name.
 pub fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
+    prog_info_btf(fd).map(|(info, _)| info)
+}
+
+/// As `prog_info`, and from the same call whether the program carries BTF function info, the
+/// only kind of program `prog_btf_name` can name: a scan asks once, not again per program.
+pub fn prog_info_btf(fd: BorrowedFd<'_>) -> io::Result<(ProgInfo, bool)> {
     let info = raw_prog_info(fd)?;
-    Ok(ProgInfo {
+    let prog = ProgInfo {
         id: info.id,
         prog_type: info.type_,
         name: name16(&info.name),
-    })
+    };
+    Ok((prog, info.btf_id != 0 && info.nr_func_info != 0))
 }
 
 /// Raw: libbpf-rs builds a ProgramInfo only while iterating ids and a ProgramHandle only from
