@@ -282,3 +282,42 @@ fn a_removed_crd_is_absent_not_a_failure() {
     assert_eq!(d.failures("not_found"), 0.0);
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn a_deleted_object_and_bookmarks_are_understood() {
+    if !have_root("a_deleted_object_and_bookmarks_are_understood") {
+        return;
+    }
+    let h = Harness::new("deleted");
+    h.calico_off();
+    h.world
+        .put("installations", &fixtures::installation(Some("BPF")))
+        .unwrap();
+    let d = h.daemon();
+    d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    // The test server sends a BOOKMARK every second on every watch; a shape kube-rs could not
+    // read would break the watch and count.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(d.failures("watch_broken"), 0.0, "{}", d.log());
+    // DELETED: the Installation goes (the operator's CRD stays), and with it the only "on".
+    h.world
+        .delete(&calico_bpf_guard_testapi::ObjectRef::new(
+            "operator.tigera.io/v1",
+            None,
+            "installations",
+            "default",
+        ))
+        .unwrap();
+    d.wait_for("iptables after DELETED", || {
+        h.mode().as_deref() == Some("iptables")
+    });
+    assert_eq!(d.stop(), 0);
+}
