@@ -50,3 +50,4 @@ clean:
 
 -include packaging/packaging.mk
 -include bench/bench.mk
+-include deploy/deploy.mk

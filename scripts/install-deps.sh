@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian 12 machine lacks to build and test calico-bpf-guard.
-# Usage: scripts/install-deps.sh [build|test|package|bench|all]   (default: test)
+# Usage: scripts/install-deps.sh [build|test|package|bench|deploy|all]   (default: test)
 set -euo pipefail
 what=${1:-test}
 
@@ -20,6 +20,10 @@ ziglang_version=0.17.1
 bench=(hyperfine strace iproute2 bpftool time)
 # make kernel-matrix: Debian's kernels booted under QEMU from a busybox initramfs.
 matrix=(qemu-system-x86 busybox-static kmod cpio zstd xz-utils debian-archive-keyring)
+# make image, make e2e (podman kube play; runc, since crun refuses hybrid cgroup hosts; catatonit
+# for podman's locally built pause image; curl GETs the pod's probes), make validate-manifests
+# (a venv, see below).
+deploy=(podman runc catatonit binutils python3-venv curl)
 
 case "$what" in
   build) pkgs=("${build[@]}") ;;
@@ -27,8 +31,9 @@ case "$what" in
   package) pkgs=("${build[@]}" "${package[@]}") ;;
   bench) pkgs=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
   matrix) pkgs=("${build[@]}" "${test[@]}" "${matrix[@]}") ;;
-  all) pkgs=("${build[@]}" "${test[@]}" "${package[@]}" "${bench[@]}") ;;
-  *) echo "usage: $0 [build|test|package|bench|all]" >&2; exit 2 ;;
+  deploy) pkgs=("${build[@]}" "${test[@]}" "${deploy[@]}") ;;
+  all) pkgs=("${build[@]}" "${test[@]}" "${package[@]}" "${bench[@]}" "${deploy[@]}") ;;
+  *) echo "usage: $0 [build|test|package|bench|deploy|all]" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -59,5 +64,16 @@ if [ "$what" = package ] || [ "$what" = all ]; then
     python3 -m pip --version >/dev/null 2>&1 ||
       { apt-get update -qq; apt-get install -y -qq --no-install-recommends python3-pip >/dev/null; }
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --root-user-action=ignore "ziglang==$ziglang_version"
+  fi
+fi
+if [ "$what" = deploy ] || [ "$what" = all ]; then
+  # kubectl (its kustomize) and Kubernetes' schemas for make validate-manifests, pinned in
+  # deploy/manifest-tools.txt, in a venv of their own so that no kubectl lands on PATH.
+  tools=${MANIFEST_TOOLS:-/opt/calico-bpf-guard-dev/manifest-tools}
+  pins=$(dirname "$0")/../deploy/manifest-tools.txt
+  if ! cmp -s "$pins" "$tools/pins.txt"; then
+    python3 -m venv --clear "$tools"
+    "$tools/bin/pip" install --quiet --disable-pip-version-check -r "$pins"
+    cp "$pins" "$tools/pins.txt"
   fi
 fi
