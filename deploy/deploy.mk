@@ -11,8 +11,8 @@
 
 MANIFEST_TOOLS ?= /opt/calico-bpf-guard-dev/manifest-tools
 K8S_VERSIONS ?= 1.28.0 1.31.0 1.37.0
-# The image's tag: the sync crate's version.
-SYNC_VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' sync/Cargo.toml | head -n1)
+# The image's tag: the sync crate's version (the workspace's, before the sync crate exists).
+SYNC_VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' $(firstword $(wildcard sync/Cargo.toml) Cargo.toml) | head -n1)
 
 deploy-deps:
 	MANIFEST_TOOLS=$(MANIFEST_TOOLS) scripts/install-deps.sh deploy

@@ -26,10 +26,11 @@ image=localhost/calico-bpf-guard-sync:$version
 node=e2e-node-$$
 podman image exists "$image" || { echo "e2e: no $image: run make image first" >&2; exit 1; }
 
-cargo build --release --locked --quiet -p calico-bpf-guard -p calico-bpf-testkit -p calico-bpf-guard-testapi
-guard=target/release/calico-bpf-guard
-testkit=target/release/calico-bpf-testkit
-testapi=target/release/calico-bpf-guard-testapi
+# The build `make test` makes (debug, failpoints compiled in and inert), so CI builds nothing new.
+cargo build --locked --quiet --workspace --features failpoints
+guard=target/debug/calico-bpf-guard
+testkit=target/debug/calico-bpf-testkit
+testapi=target/debug/calico-bpf-guard-testapi
 
 # The guard trusts a mode file only when it and every directory above it are root-owned and
 # not writable by others: the temp dir is root's, 0755, under the sticky /tmp.
@@ -183,5 +184,6 @@ play none
 wait_mode none "kube play --replace, override none"
 sweep_expect 4 swept
 
-grep -q ' 403 ' "$world/requests.log" && fail "the server refused a request the ClusterRole should allow: $(grep ' 403 ' "$world/requests.log" | head -3)"
+grep -q -- '-> 403' "$world/requests.log" &&
+  fail "the server refused what the ClusterRole should allow: $(grep -- '-> 403' "$world/requests.log" | head -3)"
 echo "e2e: passed in $(since "$start") s"
