@@ -66,6 +66,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 fail() {
   echo "e2e: FAILED: $*" >&2
