@@ -133,8 +133,10 @@ impl Harness {
             self.mode_file.display().to_string(),
             "--override-file".into(),
             self.override_file().display().to_string(),
+            // Long enough for a TLS handshake under an emulated CPU (kernel-matrix guests), short
+            // enough for the injected `timeout` to cost one test little.
             "--request-timeout".into(),
-            "700ms".into(),
+            "3s".into(),
         ]
     }
 
@@ -282,16 +284,17 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Polls `cond` for up to 10 s; panics with the daemon's log when it never holds.
+    /// Polls `cond` for up to 30 s (a kernel-matrix guest emulates its CPU); panics with the
+    /// daemon's log when it never holds.
     pub fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
-        let until = Instant::now() + Duration::from_secs(10);
+        let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
             if cond() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("waited 10 s for {what}; the sync said:\n{}", self.log());
+        panic!("waited 30 s for {what}; the sync said:\n{}", self.log());
     }
 
     /// SIGTERM, and the exit code.
@@ -319,17 +322,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("waited 10 s for {what}");
 }
 
 pub fn exists(p: &Path) -> bool {
