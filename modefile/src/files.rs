@@ -290,6 +290,37 @@ pub fn write_atomic_unsynced(path: &Path, contents: &[u8], mode: u32) -> io::Res
     replace(dir, name, contents, mode, false)
 }
 
+/// A new temporary file beside the target, under a name no other writer uses: pids repeat in
+/// containers (every sync pod is pid 1) and across boots, so two writers that took the same
+/// name would delete or overwrite each other's half-written file. The name adds a per-process
+/// random number, and `create_new` makes a clash an error to retry, never a shared file. A crash
+/// before the rename leaves a dot-file that nothing reads.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> io::Result<(PathBuf, File)> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut tries = 0;
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let tmp = dir.join(format!(
+            ".{}.{}.{:016x}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            h.finish()
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn replace(
     dir: &Path,
     name: &std::ffi::OsStr,
@@ -298,24 +329,8 @@ fn replace(
     durable: bool,
 ) -> io::Result<()> {
     let path = dir.join(name);
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    // A crash before the rename leaves this name behind, and pids repeat across boots and in
-    // containers: a leftover is ours to replace, not a reason to fail.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let (tmp, mut f) = create_temp(dir, name, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)?;
         // The creation mode is masked by the umask (the unit's is 0077); readers need `mode`.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
@@ -337,6 +352,17 @@ fn replace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two writers of one file never share a temporary name, even with the same pid.
+    #[test]
+    fn temporary_names_differ_per_write() {
+        let dir = std::env::temp_dir().join(format!("modefile-tmp-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (a, _fa) = create_temp(&dir, "m.toml".as_ref(), 0o600).unwrap();
+        let (b, _fb) = create_temp(&dir, "m.toml".as_ref(), 0o600).unwrap();
+        assert_ne!(a, b);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn components_are_pushed_in_order() {
