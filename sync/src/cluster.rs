@@ -17,6 +17,7 @@
 //! Every other failure (unreachable, timeout, 401, 403, 5xx, an answer that does not parse)
 //! makes that one source unreadable. This module never decides and never writes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -27,7 +28,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::reason::Reason;
-use crate::sources::{self, EnvFrom, EnvOrigin, Kind, Observation, Reading};
+use crate::sources::{self, EnvEntry, EnvFrom, EnvOrigin, EnvSource, Kind, Observation, Reading};
 
 /// FelixConfiguration's two API groups: the CRDs, and Calico's API server (or, from 3.30, the
 /// v3 CRDs). Both are read; in most clusters one of them is absent.
@@ -56,6 +57,9 @@ pub fn installation_resource() -> ApiResource {
 
 /// The DaemonSet Felix runs from, in the operator's and the manifests' installs.
 pub const DAEMONSET: &str = "calico-node";
+
+/// A ConfigMap's `data`.
+type ConfigMapData = BTreeMap<String, String>;
 
 /// One request's failure, as `reason` and words for the log.
 pub type Failure = (Reason, String);
@@ -158,76 +162,93 @@ impl Cluster {
         }
     }
 
-    /// The value of `FELIX_BPFENABLED` the calico-node container gets, following ConfigMaps.
+    /// What the calico-node container's environment says, following ConfigMaps: each exact
+    /// name gets its value as kubelet builds it (envFrom in order, then env in order, a later
+    /// one replacing an earlier one of the same exact name), and `sources::combine` reads the
+    /// distinct names together, since Felix may go by any of them.
     async fn resolve(&self, ns: &str, origin: EnvOrigin) -> Reading {
-        match origin {
-            EnvOrigin::Unset => Reading::NoValue,
-            EnvOrigin::Literal { var, value } => sources::env_value(&var, &value),
-            EnvOrigin::Unfollowable { var, what } => {
-                Reading::Unreadable(Reason::Unparseable, format!("{var} comes from a {what}"))
-            }
-            EnvOrigin::ConfigMapKey {
-                var,
-                name,
-                key,
-                optional,
-            } => match self.config_map(ns, &name).await {
-                Err((r, d)) => Reading::Unreadable(r, d),
-                Ok(data) => match (data.and_then(|d| d.get(&key).cloned()), optional) {
-                    (Some(value), _) => sources::env_value(&var, &value),
-                    (None, true) => Reading::NoValue,
-                    (None, false) => Reading::Unreadable(
+        let mut maps: BTreeMap<String, Result<Option<ConfigMapData>, Failure>> = BTreeMap::new();
+        let mut vars: BTreeMap<String, Reading> = BTreeMap::new();
+        let mut unknown: Vec<Reading> = Vec::new();
+        for f in origin.from {
+            match f {
+                EnvFrom::Secret { name } => unknown.push(Reading::Unreadable(
+                    Reason::Unparseable,
+                    format!("envFrom Secret {ns}/{name} may set FELIX_BPFENABLED and the sync reads no Secrets"),
+                )),
+                EnvFrom::ConfigMap {
+                    name,
+                    prefix,
+                    optional,
+                } => match self.config_map_once(&mut maps, ns, &name).await {
+                    Err((r, d)) => unknown.push(Reading::Unreadable(r, d)),
+                    Ok(None) if optional => {}
+                    Ok(None) => unknown.push(Reading::Unreadable(
                         Reason::NotFound,
-                        format!("{var} needs ConfigMap {ns}/{name} key {key}, which is missing"),
-                    ),
-                },
-            },
-            EnvOrigin::From(from) => {
-                let mut found = Reading::NoValue;
-                for f in from {
-                    match f {
-                        EnvFrom::Secret { name } => {
-                            return Reading::Unreadable(
-                                Reason::Unparseable,
-                                format!("envFrom Secret {ns}/{name} may set FELIX_BPFENABLED and the sync reads no Secrets"),
-                            )
+                        format!("envFrom needs ConfigMap {ns}/{name}, which is missing"),
+                    )),
+                    Ok(Some(data)) => {
+                        for (k, v) in data {
+                            let var = format!("{prefix}{k}");
+                            if crate::felix::is_bpf_enabled_var(&var) {
+                                let reading = sources::env_value(&var, &v);
+                                vars.insert(var, reading);
+                            }
                         }
-                        EnvFrom::ConfigMap {
-                            name,
-                            prefix,
-                            optional,
-                        } => match self.config_map(ns, &name).await {
-                            Err((r, d)) => return Reading::Unreadable(r, d),
-                            Ok(None) if optional => {}
-                            Ok(None) => {
-                                return Reading::Unreadable(
-                                    Reason::NotFound,
-                                    format!("envFrom needs ConfigMap {ns}/{name}, which is missing"),
-                                )
-                            }
-                            Ok(Some(data)) => {
-                                // Later envFrom entries override earlier ones.
-                                for (k, v) in data {
-                                    let var = format!("{prefix}{k}");
-                                    if crate::felix::is_bpf_enabled_var(&var) {
-                                        found = sources::env_value(&var, &v);
-                                    }
-                                }
-                            }
-                        },
                     }
-                }
-                found
+                },
             }
         }
+        for EnvEntry { var, source } in origin.env {
+            let reading = match source {
+                EnvSource::Literal(value) => Some(sources::env_value(&var, &value)),
+                EnvSource::Unfollowable(what) => Some(Reading::Unreadable(
+                    Reason::Unparseable,
+                    format!("{var} comes from a {what}"),
+                )),
+                EnvSource::ConfigMapKey {
+                    name,
+                    key,
+                    optional,
+                } => match self.config_map_once(&mut maps, ns, &name).await {
+                    Err((r, d)) => Some(Reading::Unreadable(r, d)),
+                    Ok(data) => match (data.and_then(|d| d.get(&key).cloned()), optional) {
+                        (Some(value), _) => Some(sources::env_value(&var, &value)),
+                        // kubelet skips it: an earlier value of that name stays.
+                        (None, true) => None,
+                        (None, false) => Some(Reading::Unreadable(
+                            Reason::NotFound,
+                            format!(
+                                "{var} needs ConfigMap {ns}/{name} key {key}, which is missing"
+                            ),
+                        )),
+                    },
+                },
+            };
+            if let Some(r) = reading {
+                vars.insert(var, r);
+            }
+        }
+        sources::combine(vars.into_values().chain(unknown))
+    }
+
+    /// A ConfigMap read at most once per evaluation.
+    async fn config_map_once(
+        &self,
+        maps: &mut BTreeMap<String, Result<Option<ConfigMapData>, Failure>>,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMapData>, Failure> {
+        if let Some(known) = maps.get(name) {
+            return known.clone();
+        }
+        let got = self.config_map(ns, name).await;
+        maps.insert(name.to_string(), got.clone());
+        got
     }
 
     /// A ConfigMap's data, `None` when it does not exist.
-    async fn config_map(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<std::collections::BTreeMap<String, String>>, Failure> {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMapData>, Failure> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         match tokio::time::timeout(self.timeout, api.get_opt(name)).await {
             Err(_) => Err((

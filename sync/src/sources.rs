@@ -71,23 +71,39 @@ pub struct Observation {
 /// Where a calico-node container's `FELIX_BPFENABLED` comes from, before any ConfigMap is read.
 /// Compared between two versions of the DaemonSet to tell a change that matters (the env) from
 /// one that does not (its status, which changes with every pod on every node).
+///
+/// Kubernetes overrides only an *exact* name (an `env` entry beats every `envFrom` key of the
+/// same name; a later entry beats an earlier one), while Felix matches names
+/// case-insensitively: `FELIX_BPFENABLED` and `felix_bpfenabled` are two variables, which
+/// kubelet passes in a random order per container start, so Felix may go by either. Every
+/// such name is kept here, and `combine` says on when any of them does.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EnvOrigin {
+    /// The `env[]` entries whose name Felix takes as `BPFEnabled`, in order.
+    pub env: Vec<EnvEntry>,
+    /// Every `envFrom[]` source: any of them may carry such a name.
+    pub from: Vec<EnvFrom>,
+}
+
+/// One `env[]` entry whose name matches, with its name as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EnvOrigin {
-    /// No `env` entry and no `envFrom` source can set it.
-    Unset,
-    /// `env[].value`, with the variable's name as written.
-    Literal { var: String, value: String },
+pub struct EnvEntry {
+    pub var: String,
+    pub source: EnvSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvSource {
+    /// `env[].value`.
+    Literal(String),
     /// `env[].valueFrom.configMapKeyRef`.
     ConfigMapKey {
-        var: String,
         name: String,
         key: String,
         optional: bool,
     },
-    /// `envFrom[]`: the later entries win for the same variable; an `env` entry beats them all.
-    From(Vec<EnvFrom>),
     /// A reference the sync does not follow (secretKeyRef, fieldRef, resourceFieldRef).
-    Unfollowable { var: String, what: String },
+    Unfollowable(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,42 +130,36 @@ pub fn env_origin(ds: &DaemonSet) -> Result<EnvOrigin, String> {
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.containers.iter().find(|c| c.name == CALICO_NODE))
         .ok_or_else(|| format!("the pod template has no container {CALICO_NODE:?}"))?;
-    // Kubernetes: an `env` entry overrides `envFrom`, and the last of equal names wins.
-    let explicit = container
+    let env = container
         .env
         .iter()
         .flatten()
-        .rev()
-        .find(|e| felix::is_bpf_enabled_var(&e.name));
-    if let Some(e) = explicit {
-        let var = e.name.clone();
-        let Some(from) = &e.value_from else {
-            return Ok(EnvOrigin::Literal {
-                var,
-                value: e.value.clone().unwrap_or_default(),
-            });
-        };
-        if let Some(r) = &from.config_map_key_ref {
-            return Ok(EnvOrigin::ConfigMapKey {
-                var,
-                name: r.name.clone(),
-                key: r.key.clone(),
-                optional: r.optional.unwrap_or(false),
-            });
-        }
-        let what = if from.secret_key_ref.is_some() {
-            "secretKeyRef (the sync reads no Secrets)"
-        } else if from.field_ref.is_some() {
-            "fieldRef"
-        } else {
-            "resourceFieldRef"
-        };
-        return Ok(EnvOrigin::Unfollowable {
-            var,
-            what: what.to_string(),
-        });
-    }
-    let from: Vec<EnvFrom> = container
+        .filter(|e| felix::is_bpf_enabled_var(&e.name))
+        .map(|e| {
+            let source = match &e.value_from {
+                None => EnvSource::Literal(e.value.clone().unwrap_or_default()),
+                Some(from) => match &from.config_map_key_ref {
+                    Some(r) => EnvSource::ConfigMapKey {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        optional: r.optional.unwrap_or(false),
+                    },
+                    None if from.secret_key_ref.is_some() => EnvSource::Unfollowable(
+                        "secretKeyRef (the sync reads no Secrets)".to_string(),
+                    ),
+                    None if from.field_ref.is_some() => {
+                        EnvSource::Unfollowable("fieldRef".to_string())
+                    }
+                    None => EnvSource::Unfollowable("resourceFieldRef".to_string()),
+                },
+            };
+            EnvEntry {
+                var: e.name.clone(),
+                source,
+            }
+        })
+        .collect();
+    let from = container
         .env_from
         .iter()
         .flatten()
@@ -168,11 +178,20 @@ pub fn env_origin(ds: &DaemonSet) -> Result<EnvOrigin, String> {
             }
         })
         .collect();
-    Ok(if from.is_empty() {
-        EnvOrigin::Unset
-    } else {
-        EnvOrigin::From(from)
-    })
+    Ok(EnvOrigin { env, from })
+}
+
+/// What the container's environment says, from the reading of each distinct variable Felix
+/// takes as `BPFEnabled` (and of each place that may hold one but could not be read): on when
+/// any says on, since Felix may go by any of them; else unreadable when any is; else off when
+/// any says off; else no value.
+pub fn combine(readings: impl IntoIterator<Item = Reading>) -> Reading {
+    let all: Vec<Reading> = readings.into_iter().collect();
+    let pick = |want: fn(&Reading) -> bool| all.iter().find(|r| want(r)).cloned();
+    pick(|r| matches!(r, Reading::Says(v) if v.ebpf_on()))
+        .or_else(|| pick(|r| matches!(r, Reading::Unreadable(..))))
+        .or_else(|| pick(|r| matches!(r, Reading::Says(_))))
+        .unwrap_or(Reading::NoValue)
 }
 
 /// A literal environment value as Felix takes it: empty is ignored, anything else must be one
@@ -251,18 +270,45 @@ mod tests {
         .unwrap()
     }
 
+    fn literal(var: &str, value: &str) -> EnvEntry {
+        EnvEntry {
+            var: var.into(),
+            source: EnvSource::Literal(value.into()),
+        }
+    }
+
     #[test]
-    fn env_wins_over_env_from_and_the_last_entry_wins() {
+    fn every_case_variant_is_kept() {
         let d = ds(json!({"name": "calico-node",
             "envFrom": [{"configMapRef": {"name": "cm"}}],
             "env": [{"name": "FELIX_BPFENABLED", "value": "true"}, {"name": "felix_bpfenabled", "value": "false"}]}));
         assert_eq!(
             env_origin(&d).unwrap(),
-            EnvOrigin::Literal {
-                var: "felix_bpfenabled".into(),
-                value: "false".into()
+            EnvOrigin {
+                env: vec![
+                    literal("FELIX_BPFENABLED", "true"),
+                    literal("felix_bpfenabled", "false")
+                ],
+                from: vec![EnvFrom::ConfigMap {
+                    name: "cm".into(),
+                    prefix: String::new(),
+                    optional: false
+                }],
             }
         );
+    }
+
+    #[test]
+    fn two_names_felix_may_go_by_either_so_on_wins() {
+        let on = env_value("FELIX_BPFENABLED", "true");
+        let off = env_value("felix_bpfenabled", "false");
+        let bad = env_value("Felix_BPFEnabled", "on");
+        assert_eq!(combine([off.clone(), on.clone()]), on);
+        assert_eq!(combine([on.clone(), bad.clone()]), on);
+        assert_eq!(combine([off.clone(), bad.clone()]), bad);
+        assert_eq!(combine([Reading::NoValue, off.clone()]), off);
+        assert_eq!(combine([Reading::NoValue]), Reading::NoValue);
+        assert_eq!(combine([]), Reading::NoValue);
     }
 
     #[test]
@@ -270,7 +316,7 @@ mod tests {
         let d = ds(
             json!({"name": "calico-node", "env": [{"name": "FELIX_LOGSEVERITYSCREEN", "value": "info"}]}),
         );
-        assert_eq!(env_origin(&d).unwrap(), EnvOrigin::Unset);
+        assert_eq!(env_origin(&d).unwrap(), EnvOrigin::default());
         let none = ds(json!({"name": "other"}));
         assert!(env_origin(&none).is_err());
     }
@@ -282,34 +328,36 @@ mod tests {
             "valueFrom": {"configMapKeyRef": {"name": "felix", "key": "bpf", "optional": true}}}]}),
         );
         assert_eq!(
-            env_origin(&d).unwrap(),
-            EnvOrigin::ConfigMapKey {
+            env_origin(&d).unwrap().env,
+            vec![EnvEntry {
                 var: "FELIX_BPFENABLED".into(),
-                name: "felix".into(),
-                key: "bpf".into(),
-                optional: true
-            }
+                source: EnvSource::ConfigMapKey {
+                    name: "felix".into(),
+                    key: "bpf".into(),
+                    optional: true
+                }
+            }]
         );
         let s = ds(
             json!({"name": "calico-node", "env": [{"name": "FELIX_BPFENABLED",
             "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
         );
         assert!(matches!(
-            env_origin(&s).unwrap(),
-            EnvOrigin::Unfollowable { .. }
+            env_origin(&s).unwrap().env[0].source,
+            EnvSource::Unfollowable(_)
         ));
         let f = ds(json!({"name": "calico-node", "envFrom": [
             {"configMapRef": {"name": "a"}, "prefix": "FELIX_"}, {"secretRef": {"name": "b"}}]}));
         assert_eq!(
-            env_origin(&f).unwrap(),
-            EnvOrigin::From(vec![
+            env_origin(&f).unwrap().from,
+            vec![
                 EnvFrom::ConfigMap {
                     name: "a".into(),
                     prefix: "FELIX_".into(),
                     optional: false
                 },
                 EnvFrom::Secret { name: "b".into() },
-            ])
+            ]
         );
     }
 

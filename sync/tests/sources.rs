@@ -307,6 +307,60 @@ fn daemonset_env_as_kubernetes_builds_it() {
         "bpf",
         "DaemonSet kube-system/calico-node felix_bpfEnabled=true",
     );
+    // Kubernetes overrides only an exact name; kubelet passes distinct names in a random order
+    // and Felix matches them case-insensitively, so it may go by either: on wins.
+    let services = |w: &World, data: &[(&str, &str)]| {
+        w.put(
+            "configmaps",
+            &fixtures::config_map("kube-system", "kubernetes-services-endpoint", data),
+        )
+        .unwrap();
+    };
+    row(
+        &h,
+        "env FELIX_BPFENABLED=true and env felix_bpfenabled=false: two variables",
+        |w| {
+            let mut d = fixtures::daemonset("kube-system", Some(fixtures::env_value("true")));
+            d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "felix_bpfenabled", "value": "false"}));
+            w.put("daemonsets", &d).unwrap();
+            felix(w, V1, "default", Some(false));
+        },
+        "bpf",
+        "DaemonSet kube-system/calico-node FELIX_BPFENABLED=true",
+    );
+    row(
+        &h,
+        "env FELIX_BPFENABLED=false and envFrom key felix_bpfenabled=true: two variables",
+        |w| {
+            ds(w, fixtures::env_value("false"));
+            services(w, &[("felix_bpfenabled", "true")]);
+        },
+        "bpf",
+        "DaemonSet kube-system/calico-node felix_bpfenabled=true",
+    );
+    row(
+        &h,
+        "env FELIX_BPFENABLED=true and envFrom key felix_bpfenabled=false: two variables",
+        |w| {
+            ds(w, fixtures::env_value("true"));
+            services(w, &[("felix_bpfenabled", "false")]);
+        },
+        "bpf",
+        "DaemonSet kube-system/calico-node FELIX_BPFENABLED=true",
+    );
+    row(
+        &h,
+        "the same exact name in env and envFrom: env wins",
+        |w| {
+            ds(w, fixtures::env_value("false"));
+            services(w, &[("FELIX_BPFENABLED", "true")]);
+        },
+        "iptables",
+        "DaemonSet kube-system/calico-node FELIX_BPFENABLED=false",
+    );
     row(
         &h,
         "configMapKeyRef followed",
