@@ -54,6 +54,12 @@ pub struct Args {
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub resync: Duration,
 
+    /// How long a resource type that was served earlier and now answers 404 must keep
+    /// answering 404 before its source counts as absent (until then the cache is kept and the
+    /// type is looked at again at the retry delay).
+    #[arg(long, default_value = "2m", value_parser = duration)]
+    pub absent_hold: Duration,
+
     /// First retry delay after a failure; it doubles up to --retry-max.
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub retry_min: Duration,

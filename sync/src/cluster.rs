@@ -5,7 +5,9 @@
 //!
 //! - **Absent, fine.** A list that answers 404 means the resource type is not served: a CRD that
 //!   is not installed (FelixConfiguration in one of its two API groups, Installation without the
-//!   operator). That source does not exist; the metric `source_present` says so.
+//!   operator). That source does not exist; the metric `source_present` says so. A type that
+//!   was served earlier in this process counts as absent only once its 404 has lasted the
+//!   hold time (`absence`); until then it is a failure (`not_found`).
 //!   A list that answers 200 with no item means the object does not exist: no calico-node
 //!   DaemonSet in that namespace, no FelixConfiguration `node.<name>` or `default` (Felix then
 //!   uses the next source, as it does), no Installation `default`.
@@ -18,6 +20,7 @@
 //! makes that one source unreadable. This module never decides and never writes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -26,7 +29,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
+use crate::absence::{Absence, Verdict};
 use crate::reason::Reason;
 use crate::sources::{self, EnvEntry, EnvFrom, EnvOrigin, EnvSource, Kind, Observation, Reading};
 
@@ -93,12 +98,18 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The reader: a client, the node, where calico-node may live, and how long one request may take.
+/// The reader: a client, the node, where calico-node may live, how long one request may take,
+/// and which resource types this process has seen served.
 pub struct Cluster {
     pub client: Client,
     pub node: String,
     pub namespaces: Vec<String>,
     pub timeout: Duration,
+    pub absence: Arc<Absence>,
+}
+
+fn type_key(ar: &ApiResource) -> String {
+    format!("{} {}", ar.api_version, ar.plural)
 }
 
 impl Cluster {
@@ -263,11 +274,46 @@ impl Cluster {
         }
     }
 
+    /// A 404 on a collection: the source is absent, unless the type was served earlier in
+    /// this process and the hold is not over (see `absence`).
+    fn not_served(&self, ar: &ApiResource, detail: &str) -> Reading {
+        match self.absence.not_served(&type_key(ar), Instant::now()) {
+            Verdict::Absent => Reading::Absent,
+            Verdict::Holding { for_ } => Reading::Unreadable(
+                Reason::NotFound,
+                format!(
+                    "{} was served earlier and has answered 404 for {:.1?}; it counts as \
+                     absent after {:?}: {detail}",
+                    type_key(ar),
+                    for_,
+                    self.absence.hold()
+                ),
+            ),
+        }
+    }
+
+    /// `one`, remembering that the type answered.
+    async fn one_of<K>(
+        &self,
+        ar: &ApiResource,
+        api: Api<K>,
+        name: &str,
+    ) -> Result<Option<K>, Failure>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let got = self.one(api, name).await;
+        if got.is_ok() {
+            self.absence.served(&type_key(ar));
+        }
+        got
+    }
+
     async fn felix(&self, group: &str, version: &str, name: String, kind: Kind) -> Observation {
         let ar = felix_resource(group, version);
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-        let reading = match self.one(api, &name).await {
-            Err((Reason::NotFound, _)) => Reading::Absent,
+        let reading = match self.one_of(&ar, api, &name).await {
+            Err((Reason::NotFound, d)) => self.not_served(&ar, &d),
             Err((r, d)) => Reading::Unreadable(r, d),
             Ok(None) => Reading::NoValue,
             Ok(Some(obj)) => sources::bpf_enabled(&obj.data),
@@ -283,8 +329,9 @@ impl Cluster {
     async fn installation(&self) -> Observation {
         let ar = installation_resource();
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-        let reading = match self.one(api, "default").await {
-            Err((Reason::NotFound, _)) | Ok(None) => Reading::Absent,
+        let reading = match self.one_of(&ar, api, "default").await {
+            Err((Reason::NotFound, d)) => self.not_served(&ar, &d),
+            Ok(None) => Reading::Absent,
             Err((r, d)) => Reading::Unreadable(r, d),
             Ok(Some(obj)) => sources::linux_dataplane(&obj.data),
         };

@@ -3,6 +3,7 @@
 //! runs as a DaemonSet with read-only RBAC; the node's boot-time guard reads what it writes.
 //! `main` wires the command line, the runtime, the HTTP endpoint and SIGTERM; it decides nothing.
 
+mod absence;
 mod cli;
 mod cluster;
 mod decide;

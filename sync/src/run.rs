@@ -15,6 +15,7 @@ use tokio::sync::{watch as signal, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::absence::Absence;
 use crate::cli::Args;
 use crate::cluster::Cluster;
 use crate::decide::{decide, Decision, Override};
@@ -50,6 +51,7 @@ pub struct Sync {
     client: Option<Client>,
     last_override: Override,
     last_present: Vec<(String, bool)>,
+    absence: Arc<Absence>,
 }
 
 async fn connect(args: &Args) -> Result<Client, String> {
@@ -81,11 +83,12 @@ impl Sync {
             Err(e) => logline::warn(&format!("mode file: {e}")),
         }
         Sync {
-            args,
             metrics,
             client: None,
             last_override: Override::Auto,
             last_present: Vec::new(),
+            absence: Arc::new(Absence::new(args.absent_hold)),
+            args,
         }
     }
 
@@ -152,6 +155,7 @@ impl Sync {
                     node: self.args.node().to_string(),
                     namespaces: self.args.namespaces.clone(),
                     timeout: self.args.request_timeout,
+                    absence: self.absence.clone(),
                 };
                 observations = cluster.observe().await;
             }

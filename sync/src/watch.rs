@@ -4,7 +4,8 @@
 //! evaluation, and only when what matters changed (a DaemonSet's status changes with every pod
 //! in the cluster; its calico-node env does not); it never decides. Its failures are counted
 //! (`watch_broken`) and retried with a doubling delay; a resource type that is not served is
-//! looked at again only after the re-evaluation interval, to spare the API server.
+//! looked at again only after the re-evaluation interval, to spare the API server, unless this
+//! watch saw it served: then it is likely coming back and is retried with the doubling delay.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -108,11 +109,13 @@ where
     let mut listing: Option<String> = None;
     let mut delay = backoff.min;
     let mut told_absent = false;
+    let mut served = false;
     while let Some(item) = stream.next().await {
         let seen = match item {
             Ok(event) => {
                 delay = backoff.min;
                 told_absent = false;
+                served = true;
                 match event {
                     Event::Init => {
                         listing = None;
@@ -147,14 +150,21 @@ where
                         last = Some(None);
                         trigger.notify_one();
                     }
+                    let again = if served {
+                        let d = delay;
+                        delay = (delay * 2).min(backoff.max);
+                        d
+                    } else {
+                        backoff.absent
+                    };
                     if !told_absent {
                         logline::info(&format!(
-                            "watch {}: resource type not served; looking again every {:?}",
-                            f.label, backoff.absent
+                            "watch {}: resource type not served; looking again in {again:?}",
+                            f.label
                         ));
                         told_absent = true;
                     }
-                    backoff.absent
+                    again
                 } else {
                     metrics.failed(Reason::WatchBroken);
                     logline::warn(&format!(

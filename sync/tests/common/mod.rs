@@ -156,6 +156,11 @@ impl Harness {
 
     /// The sync as the DaemonSet runs it, with a test's short delays.
     pub fn daemon(&self) -> Daemon {
+        self.daemon_with(&[])
+    }
+
+    /// `daemon`, with more arguments.
+    pub fn daemon_with(&self, extra: &[&str]) -> Daemon {
         let port = free_port();
         let log = self.dir.join(format!("daemon-{port}.log"));
         let child = Command::new(SYNC)
@@ -170,6 +175,7 @@ impl Harness {
                 "20ms",
             ])
             .args(["--override-poll", "50ms", "--resync", "10m"])
+            .args(extra)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
