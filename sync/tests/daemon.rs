@@ -14,18 +14,38 @@ fn list_requests(h: &Harness) -> usize {
         .count()
 }
 
-/// The number of list requests once it has not moved for half a second: the evaluations that
-/// the start set off (one more when the watches first list) are over.
-fn settled_lists(h: &Harness) -> usize {
-    let mut last = list_requests(h);
+/// `count` once it has not moved for a second: whatever the start set off is over.
+fn settled(count: impl Fn() -> usize) -> usize {
+    let mut last = count();
     loop {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let now = list_requests(h);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = count();
         if now == last {
             return now;
         }
         last = now;
     }
+}
+
+/// Evaluations the daemon finished, by their log lines.
+fn evaluations(d: &Daemon) -> usize {
+    d.log()
+        .lines()
+        .filter(|l| {
+            l.contains("info: unchanged ")
+                || l.contains("info: wrote ")
+                || l.contains("warning: keeping ")
+        })
+        .count()
+}
+
+/// Watch events of `kind` the server sent on watches whose request contains `on`.
+fn events(h: &Harness, on: &str, kind: &str) -> usize {
+    h.world
+        .events()
+        .iter()
+        .filter(|e| e.contains(on) && e.ends_with(&format!(" {kind}")))
+        .count()
 }
 
 #[test]
@@ -83,38 +103,50 @@ fn status_churn_costs_no_request_and_writes_nothing() {
             .count()
             >= 7
     });
-    let lists = settled_lists(&h);
+    let evals = settled(|| evaluations(&d));
+    let lists = list_requests(&h);
     let before = std::fs::metadata(&h.mode_file).unwrap();
-    // The DaemonSet's status changes with every pod in the cluster; its env does not.
+    // The DaemonSet's status changes with every pod in the cluster; its env does not. Each
+    // change is waited for on the watch, so the sync has had it before the next step.
+    let ds_watch = "/namespaces/calico-system/daemonsets?";
     for ready in 0..5 {
+        let sent = events(&h, ds_watch, "MODIFIED");
         let mut ds = fixtures::daemonset("calico-system", None);
         ds["status"]["numberReady"] = json!(ready);
         h.world.put("daemonsets", &ds).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        d.wait_for("the status change on the watch", || {
+            events(&h, ds_watch, "MODIFIED") > sent
+        });
     }
     // A FelixConfiguration edit that leaves bpfEnabled alone is no reason either.
+    let fc_watch = "crd.projectcalico.org/v1/felixconfigurations?";
+    let sent = events(&h, fc_watch, "MODIFIED");
     let mut fc = fixtures::felix("crd.projectcalico.org/v1", "default", Some(false));
     fc["spec"]["logSeverityScreen"] = json!("Debug");
     h.world.put("felixconfigurations", &fc).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        list_requests(&h),
-        lists,
-        "an irrelevant change made the sync read the API"
-    );
-    // A relevant one does, and a re-evaluation with the same answer writes nothing.
+    d.wait_for("the edit on the watch", || {
+        events(&h, fc_watch, "MODIFIED") > sent
+    });
+    // A relevant change makes exactly one evaluation, and one with the same answer writes
+    // nothing; an evaluation the churn had set off would be one more, logged before it.
     h.world
         .put(
             "daemonsets",
             &fixtures::daemonset("calico-system", Some(fixtures::env_value("false"))),
         )
         .unwrap();
-    d.wait_for("an evaluation", || list_requests(&h) > lists);
-    d.wait_for("its log line", || {
-        d.log().contains(
-            "unchanged iptables: DaemonSet calico-system/calico-node FELIX_BPFENABLED=false",
-        )
-    });
+    let relevant = "unchanged iptables: DaemonSet calico-system/calico-node FELIX_BPFENABLED=false";
+    d.wait_for("its log line", || d.log().contains(relevant));
+    assert_eq!(
+        settled(|| evaluations(&d)),
+        evals + 1,
+        "an irrelevant change made the sync evaluate:\n{}",
+        d.log()
+    );
+    assert!(
+        list_requests(&h) > lists,
+        "the relevant change was evaluated without a request"
+    );
     let after = std::fs::metadata(&h.mode_file).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
@@ -189,9 +221,26 @@ fn a_broken_watch_resumes() {
         h.mode().as_deref() == Some("bpf")
     });
 
-    // 410 Gone: the watcher lists again, and the next change still arrives.
+    // 410 Gone inside the open watches (an etcd compaction): the watcher lists again, and the
+    // next change still arrives.
+    let opened: Vec<String> = h
+        .world
+        .requests()
+        .iter()
+        .filter_map(|r| r.strip_suffix(" -> 200"))
+        .filter(|r| r.contains("watch=true"))
+        .map(str::to_string)
+        .collect();
+    let lists = list_requests(&h);
     h.world.set_faults(&["gone watch=true"]).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.wait_for("a 410 inside a watch that was open", || {
+        h.world
+            .requests()
+            .iter()
+            .filter_map(|r| r.strip_suffix(" -> 410"))
+            .any(|r| opened.iter().any(|o| o == r))
+    });
+    d.wait_for("a list after the 410", || list_requests(&h) > lists);
     h.world.set_faults(&[]).unwrap();
     h.set_felix_default(Some(false));
     d.wait_for("iptables after 410", || {
@@ -334,7 +383,9 @@ fn a_deleted_object_and_bookmarks_are_understood() {
     });
     // The test server sends a BOOKMARK every second on every watch; a shape kube-rs could not
     // read would break the watch and count.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    d.wait_for("two bookmarks on every watch", || {
+        events(&h, "watch=true", "BOOKMARK") >= 14
+    });
     assert_eq!(d.failures("watch_broken"), 0.0, "{}", d.log());
     // DELETED: the Installation goes (the operator's CRD stays), and with it the only "on".
     h.world

@@ -11,7 +11,13 @@ fn keeps(h: &Harness, fault: &str, needle: &str, reason: &str) {
     h.set_mode("bpf");
     let before = h.mode_text();
     h.world.set_faults(&[&format!("{fault} {needle}")]).unwrap();
-    let (code, err) = h.once();
+    // The server holds an injected timeout for 30 s; 3 s is plenty to see it is one.
+    let short: &[&str] = if fault == "timeout" {
+        &["--request-timeout", "3s"]
+    } else {
+        &[]
+    };
+    let (code, err) = h.once_with(short);
     h.world.set_faults(&[]).unwrap();
     assert_eq!(code, 1, "{fault} on {needle}: must fail\n{err}");
     assert_eq!(

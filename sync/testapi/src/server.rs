@@ -31,6 +31,9 @@ pub const USER: &str = "system:serviceaccount:calico-bpf-guard:calico-bpf-guard-
 /// How long an injected `timeout` holds a request before closing it unanswered.
 const HOLD: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
+/// How often an open watch looks at the world again: each look reads and parses its objects, and
+/// a daemon test holds 7 watches on a machine it shares.
+const WATCH_POLL: Duration = Duration::from_millis(100);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
 /// `answer`'s word for a watch, which logs itself when it starts.
 const STREAMED: u16 = u16::MAX;
@@ -344,8 +347,14 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
             send(s, 200, &list)
         }
         (None, true) => {
-            // Logged when it starts: a watch may run for minutes.
-            st.world.log_request(&format!("{line} -> 200"));
+            // Logged when it starts: a watch may run for minutes. A 410 comes inside the
+            // stream, as kube-apiserver sends it, and is logged as one.
+            let code = if fault.as_deref() == Some("gone") {
+                410
+            } else {
+                200
+            };
+            st.world.log_request(&format!("{line} -> {code}"));
             stream(st, s, &p, selected.as_deref(), req, fault.as_deref());
             STREAMED
         }
@@ -413,9 +422,14 @@ fn objects(st: &State, p: &ApiPath, name: Option<&str>) -> Vec<(PathBuf, u64, Va
     out
 }
 
-fn event(s: &mut impl Write, kind: &str, obj: &Value) -> bool {
+/// Sends one watch event; `events.log` gets `<request line> <TYPE>` when it went out.
+fn event(st: &State, s: &mut impl Write, request: &str, kind: &str, obj: &Value) -> bool {
     let line = format!("{}\n", json!({"type": kind, "object": obj}));
-    wire::chunk(s, line.as_bytes()).is_ok()
+    let sent = wire::chunk(s, line.as_bytes()).is_ok();
+    if sent {
+        st.world.log_event(&format!("{request} {kind}"));
+    }
+    sent
 }
 
 /// A watch: events for changes after `resourceVersion`, bookmarks when asked, until the
@@ -431,6 +445,7 @@ fn stream(
     if wire::start_stream(s).is_err() {
         return;
     }
+    let request = format!("{} {}", req.method, req.target);
     let since: u64 = req
         .query
         .get("resourceVersion")
@@ -438,7 +453,13 @@ fn stream(
         .unwrap_or(0);
     if fault == Some("gone") {
         let now = current(st);
-        event(s, "ERROR", &status::gone(&since.to_string(), now));
+        event(
+            st,
+            s,
+            &request,
+            "ERROR",
+            &status::gone(&since.to_string(), now),
+        );
         let _ = wire::end_stream(s);
         return;
     }
@@ -475,7 +496,7 @@ fn stream(
                 Some(_) => None,
             };
             if let Some(kind) = what {
-                if !event(s, kind, obj) {
+                if !event(st, s, &request, kind, obj) {
                     return;
                 }
             }
@@ -496,7 +517,7 @@ fn stream(
                     Err(_) => 0,
                 };
                 obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                if !event(s, "DELETED", &obj) {
+                if !event(st, s, &request, "DELETED", &obj) {
                     return;
                 }
             }
@@ -505,20 +526,30 @@ fn stream(
         if bookmarks && last_bookmark.elapsed() >= BOOKMARK_EVERY {
             let b = json!({"kind": kind_of(&p.resource), "apiVersion": api_version(p),
                            "metadata": {"resourceVersion": current(st).to_string()}});
-            if !event(s, "BOOKMARK", &b) {
+            if !event(st, s, &request, "BOOKMARK", &b) {
                 return;
             }
             last_bookmark = Instant::now();
         }
-        if st
-            .world
-            .fault_for(&format!("{} {}", req.method, req.target))
-            .as_deref()
-            == Some("drop")
-        {
-            return;
+        // Faults set while the watch is open: the connection breaks, or the server says the
+        // watch's resourceVersion is too old (410 Gone, after an etcd compaction).
+        match st.world.fault_for(&request).as_deref() {
+            Some("drop") => return,
+            Some("gone") => {
+                let latest = known.values().map(|(rv, _)| *rv).max().unwrap_or(since);
+                event(
+                    st,
+                    s,
+                    &request,
+                    "ERROR",
+                    &status::gone(&latest.to_string(), current(st)),
+                );
+                st.world.log_request(&format!("{request} -> 410"));
+                break;
+            }
+            _ => {}
         }
-        thread::sleep(POLL);
+        thread::sleep(WATCH_POLL);
     }
     let _ = wire::end_stream(s);
 }

@@ -10,7 +10,7 @@
 //!   substring gets the action (401 403 404 500 503 timeout garbage drop gone).
 //! - `rbac.yaml`: when present, only what its Roles/ClusterRoles grant is allowed (else 403).
 //! - written by the server: `ca.crt`, `server.der`, `server.key.der` (kept across restarts),
-//!   `kubeconfig`, `port`, `requests.log`.
+//!   `kubeconfig`, `port`, `requests.log`, `events.log` (every watch event sent).
 //!
 //! This module reads and writes those files; it never serves.
 
@@ -212,6 +212,26 @@ impl World {
         {
             let _ = writeln!(f, "{line}");
         }
+    }
+
+    /// Notes one watch event sent (`events.log`), so a test can tell what a watch carried.
+    pub fn log_event(&self, line: &str) {
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("events.log"))
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Every watch event sent so far, one `METHOD path?query TYPE` a line.
+    pub fn events(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Every request answered so far, one `METHOD path?query -> status` a line.
