@@ -101,6 +101,56 @@ replant() {
 }
 
 restart() { systemctl restart "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"; }
+start() { systemctl start "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"; }
+
+# The units that run kubelet inside them, as the guard's unit names them; check.sh installs a
+# stand-in under one name at a time.
+DISTRIBUTION_UNITS="k3s.service k3s-agent.service rke2-server.service rke2-agent.service
+  snap.microk8s.daemon-kubelite.service"
+STANDIN=/usr/local/lib/boot-test/distribution-standin.service
+# systemd's journal message for a start job done ("Started UNIT", for a oneshot "Finished UNIT").
+UNIT_STARTED=39f53479d3a045ac8e11786248231fbf
+
+cursor() { journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p'; }
+# started_at CURSOR UNIT: the monotonic times (s) at which UNIT's start jobs finished since
+# CURSOR, from systemd's own messages.
+started_at() {
+  journalctl -q --no-pager --after-cursor="$1" -o short-monotonic MESSAGE_ID=$UNIT_STARTED UNIT="$2" |
+    sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p'
+}
+# every_start_guarded CURSOR UNIT STARTS: since CURSOR, UNIT started STARTS times, the guard ran
+# as often, and a guard run finished between each start of UNIT and the one before it.
+every_start_guarded() {
+  local out rc
+  journalctl --sync
+  out=$({ started_at "$1" $GUARD | sed 's/$/ guard/'
+          started_at "$1" "$2" | sed 's/$/ unit/'; } | sort -n -k1,1 | awk -v want="$3" '
+    $2 == "guard" { runs++; ran = 1 }
+    $2 == "unit" { starts++; if (!ran) bare++; ran = 0 }
+    END {
+      printf "%d starts, %d guard runs, %d starts without a guard run first\n", starts, runs, bare
+      exit !(starts == want && runs == starts && bare == 0)
+    }')
+  rc=$?
+  say "    $2 since the cursor: $out"
+  return $rc
+}
+# wait_running UNIT: UNIT's crash loop is over (its countdown at 0) and it has run for 3 s since.
+wait_running() {
+  local i
+  for i in $(seq 150); do
+    if [ "$(cat "/run/boot-test/${1%.service}.crashes" 2>/dev/null)" = 0 ] &&
+      [ "$(prop "$1" SubState)" = running ]; then
+      sleep 3
+      [ "$(prop "$1" SubState)" = running ] && return 0
+    fi
+    sleep 0.4
+  done
+  say "    $1: $(prop "$1" ActiveState)/$(prop "$1" SubState) ($(prop "$1" Result)); guard: $(prop $GUARD ActiveState) ($(prop $GUARD Result))"
+  return 1
+}
+crash() { mkdir -p /run/boot-test && echo "$2" >"/run/boot-test/${1%.service}.crashes"; }
+absent() { [ "$(prop "$1" LoadState)" = not-found ] && [ "$(prop "$1" ActiveState)" = inactive ]; }
 
 say "# at boot"
 check "the plant unit ran" [ "$(prop calico-bpf-testkit-plant.service Result)" = success ]
@@ -174,11 +224,87 @@ check "the guard finished before kubelet started" guard_before_kubelet
 rm -f "$FAIL_CLOSED"
 systemctl daemon-reload
 
+say "# a crash-looping kubelet (RestartSec=1, no start limit, as kubeadm's unit) is guarded at every start"
+CRASH_DROPIN=/etc/systemd/system/kubelet.service.d/60-boot-test-crash-loop.conf
+CRASHES=8
+mkdir -p "${CRASH_DROPIN%/*}"
+printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=always\nRestartSec=1\n' >"$CRASH_DROPIN"
+for how in fail-open fail-closed; do
+  [ $how = fail-closed ] &&
+    install -D -m 0644 /usr/share/doc/calico-bpf-guard/examples/fail-closed.conf "$FAIL_CLOSED"
+  systemctl daemon-reload
+  crash kubelet.service $CRASHES
+  from=$(cursor)
+  check "$how: systemctl restart kubelet, which then crashes $CRASHES times" restart kubelet.service
+  check "$how: kubelet recovered and runs" wait_running kubelet.service
+  check "$how: the guard ran before each of kubelet's $((CRASHES + 1)) starts" \
+    every_start_guarded "$from" kubelet.service $((CRASHES + 1))
+  check "$how: the guard succeeded (no start limit hit)" guard_succeeded
+done
+rm -f "$FAIL_CLOSED" "$CRASH_DROPIN"
+systemctl daemon-reload
+
+say "# k3s, RKE2 and MicroK8s: the units that run kubelet inside them"
+for unit in $DISTRIBUTION_UNITS; do
+  check "$unit is absent: not found, not started (the guard names it and pulls nothing in)" absent "$unit"
+done
+# A node runs one of them and no kubelet.service: stopping kubelet stops the guard (PartOf=).
+systemctl stop kubelet.service
+for unit in $DISTRIBUTION_UNITS; do
+  install -m 0644 "$STANDIN" "/etc/systemd/system/$unit"
+  systemctl daemon-reload
+  check "$unit: re-planted" replant
+  crash "$unit" 2
+  from=$(cursor)
+  check "$unit: systemctl start, then 2 crashes and restarts (Restart=on-failure)" start "$unit"
+  check "$unit: it recovered and runs" wait_running "$unit"
+  check "$unit: Calico state is gone, foreign state stays" verify swept
+  check "$unit: systemctl restart succeeds" restart "$unit"
+  check "$unit: the guard ran before each of its 4 starts" every_start_guarded "$from" "$unit" 4
+  check "$unit: the guard succeeded" guard_succeeded
+  others=0
+  for other in $DISTRIBUTION_UNITS; do [ "$other" = "$unit" ] || absent "$other" || others=1; done
+  check "$unit: the other distributions' units stay absent" [ $others = 0 ]
+  check "$unit: kubelet.service was not started" [ "$(prop kubelet.service ActiveState)" = inactive ]
+  systemctl stop "$unit"
+  rm -f "/etc/systemd/system/$unit" "/run/boot-test/${unit%.service}.crashes"
+  systemctl daemon-reload
+done
+# Fail-closed takes the same drop-in, under the distribution's unit.
+unit=rke2-server.service
+install -m 0644 "$STANDIN" "/etc/systemd/system/$unit"
+install -D -m 0644 /usr/share/doc/calico-bpf-guard/examples/fail-closed.conf \
+  "/etc/systemd/system/$unit.d/50-calico-bpf-guard-fail-closed.conf"
+systemctl daemon-reload
+printf 'dataplane = "ebpf-maybe"\n' >"$MODE"
+check "$unit fail-closed, broken mode file: systemctl start fails" fails start "$unit"
+check "$unit fail-closed: it is not running" [ "$(prop "$unit" ActiveState)" != active ]
+calico-bpf-guard mode set iptables --source "boot test" >/dev/null
+check "$unit fail-closed, mode file fixed: it starts" start "$unit"
+check "$unit fail-closed: the guard succeeded" guard_succeeded
+systemctl stop "$unit"
+rm -rf "/etc/systemd/system/$unit" "/etc/systemd/system/$unit.d"
+systemctl daemon-reload
+check "kubelet starts again, the guard first" start kubelet.service
+check "the guard succeeded" guard_succeeded
+check "the guard finished before kubelet started" guard_before_kubelet
+
 say "# package upgrade and installation on a running node"
 before=$(prop $GUARD InvocationID)
 check "dpkg -i over the installed package (upgrade path) succeeds" quiet dpkg -i "$DEB"
 check "the upgrade did not restart the guard" [ "$(prop $GUARD InvocationID)" = "$before" ]
 check "purge succeeds" quiet dpkg --purge calico-bpf-guard
+# wants_left: the .wants links (and directories) purge left, for multi-user.target, kubelet and
+# the units that run kubelet inside them.
+wants_left() {
+  local u
+  for u in multi-user.target kubelet.service $DISTRIBUTION_UNITS; do
+    [ -L "/etc/systemd/system/$u.wants/calico-bpf-guard.service" ] && echo "$u.wants/calico-bpf-guard.service"
+    [ "$u" != multi-user.target ] && [ -d "/etc/systemd/system/$u.wants" ] && echo "$u.wants/"
+  done
+}
+left=$(wants_left | tr '\n' ' ')
+check "purge removed every .wants link and directory it made${left:+ (left: $left)}" [ -z "$left" ]
 check "install succeeds" quiet dpkg -i "$DEB"
 check "the installation did not start the guard" [ "$(prop $GUARD InvocationID)" = "$before" ]
 check "the installation enabled the unit" [ "$(systemctl is-enabled $GUARD)" = enabled ]

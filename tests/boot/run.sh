@@ -115,8 +115,11 @@ install -D -m 0644 "$deb" "$root/var/cache/boot-test/calico-bpf-guard.deb"
 # enables the unit and starts nothing.
 echo "# packages"
 hcheck "deb: installs into the rootfs" quiet chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard.deb
-for wants in multi-user.target.wants kubelet.service.wants; do
-  hcheck "deb: enabled the unit ($wants)" test -L "$root/etc/systemd/system/$wants/calico-bpf-guard.service"
+# The unit's WantedBy=: kubelet and the units that run kubelet inside them, present or not.
+wanted_by=(multi-user.target kubelet.service k3s.service k3s-agent.service rke2-server.service
+           rke2-agent.service snap.microk8s.daemon-kubelite.service)
+for wants in "${wanted_by[@]}"; do
+  hcheck "deb: enabled the unit ($wants.wants)" test -L "$root/etc/systemd/system/$wants.wants/calico-bpf-guard.service"
 done
 install -D -m 0644 "$dbgsym" "$root/var/cache/boot-test/calico-bpf-guard-dbgsym.deb"
 hcheck "deb: the -dbgsym package installs beside it" quiet chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard-dbgsym.deb
@@ -132,18 +135,25 @@ tar --numeric-owner -xpf "$cache" -C "$rpmroot"
 # (bullseye's systemd keeps its own presets in /lib, so /usr/lib's directory may not exist yet.)
 mkdir -p "$rpmroot/usr/lib/systemd/system-preset"
 echo 'disable *' >"$rpmroot/usr/lib/systemd/system-preset/99-default-disable.preset"
+# rpm_links all|none: every WantedBy= link is there, or none is, nor a .wants directory of a
+# Kubernetes unit (multi-user.target's holds other units' links).
 rpm_links() {
-  local wants
-  for wants in multi-user.target.wants kubelet.service.wants; do
-    test -L "$rpmroot/etc/systemd/system/$wants/calico-bpf-guard.service" || return 1
+  local wants dir
+  for wants in "${wanted_by[@]}"; do
+    dir=$rpmroot/etc/systemd/system/$wants.wants
+    case $1 in
+      all) test -L "$dir/calico-bpf-guard.service" || return 1 ;;
+      none) test ! -L "$dir/calico-bpf-guard.service" || return 1
+            [ "$wants" = multi-user.target ] || test ! -e "$dir" || return 1 ;;
+    esac
   done
 }
 hcheck "rpm: installs" rpm --root="$rpmroot" --nodeps --quiet -i "$rpm"
-hcheck "rpm: %post enabled the unit through the preset" rpm_links
+hcheck "rpm: %post enabled the unit through the preset, for all ${#wanted_by[@]} WantedBy= units" rpm_links all
 hcheck "rpm: the -debuginfo package installs beside it" rpm --root="$rpmroot" --nodeps --quiet -i "$debuginfo"
 hcheck "rpm: it holds the debug file the binary names" has_debug_file "$rpmroot"
 hcheck "rpm: erases" rpm --root="$rpmroot" --nodeps --quiet -e calico-bpf-guard-debuginfo calico-bpf-guard
-hcheck "rpm: %preun disabled the unit" fails rpm_links
+hcheck "rpm: %preun disabled the unit and left no .wants directory behind" rpm_links none
 rm -rf --one-file-system "$rpmroot"
 
 chroot "$root" calico-bpf-guard mode set iptables --source "boot test" >/dev/null
@@ -151,6 +161,9 @@ chroot "$root" calico-bpf-guard mode set iptables --source "boot test" >/dev/nul
 install -D -m 0755 "$testkit" "$root/usr/local/bin/calico-bpf-testkit"
 install -D -m 0755 "$here/check.sh" "$root/usr/local/lib/boot-test/check.sh"
 install -D -m 0755 "$here/bpf-holder.pl" "$root/usr/local/lib/boot-test/bpf-holder.pl"
+install -D -m 0755 "$here/kubelet-standin.sh" "$root/usr/local/lib/boot-test/kubelet-standin.sh"
+# Installed by check.sh under each distribution's unit name in turn; absent until then.
+install -D -m 0644 "$here/distribution-standin.service" "$root/usr/local/lib/boot-test/distribution-standin.service"
 install -m 0644 "$here"/units/*.service "$root/etc/systemd/system/"
 systemctl --root="$root" --quiet enable calico-bpf-testkit-plant.service kubelet.service boot-test-check.service
 # check.sh makes /sys read-write only in a network namespace (and so a sysfs) of its own.
