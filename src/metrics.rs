@@ -45,6 +45,8 @@ pub struct Seen {
     /// The report's rows by family; None when no report of objects was made.
     families: Option<Families>,
     refused: bool,
+    /// Whether a sweep that did not finish left the RCU expediting switch set; None: not looked.
+    rcu_left_set: Option<bool>,
 }
 
 impl Seen {
@@ -57,7 +59,13 @@ impl Seen {
             complete: None,
             families: None,
             refused: false,
+            rcu_left_set: None,
         }
+    }
+
+    /// Whether the RCU expediting switch is left set by a sweep that did not finish.
+    pub fn rcu_left_set(&mut self, left: bool) {
+        self.rcu_left_set = Some(left);
     }
 
     pub fn report(&mut self, r: &Report) {
@@ -212,6 +220,14 @@ pub fn render(seen: &Seen, duration: Duration, exit_code: u8, ended: Ended) -> S
             "scan_complete",
             "1 if the last run inspected every place it was configured to look at; 0 if some could not be read (its stale counts are then a lower bound) or the scan failed.",
             &one(cmd.clone(), u8::from(complete).to_string()),
+        );
+    }
+    if let Some(left) = seen.rcu_left_set {
+        gauge(
+            &mut out,
+            "rcu_expedited_left_set",
+            "1 if a sweep that did not finish left /sys/kernel/rcu_expedited at the value it wrote (grace periods stay expedited, machine-wide, until the next sweep), else 0.",
+            &one(cmd.clone(), u8::from(left).to_string()),
         );
     }
     if let Some(f) = &seen.families {

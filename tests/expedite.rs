@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use calico_bpf_guard::expedite::MIN_DETACHES;
+use calico_bpf_guard::expedite::{Record, MIN_DETACHES};
 use common::*;
 
 const REAL_SWITCH: &str = "/sys/kernel/rcu_expedited";
@@ -82,6 +82,25 @@ impl World {
 
     fn record(&self) -> Option<String> {
         fs::read_to_string(&self.record).ok()
+    }
+
+    /// The record, which must be one the guard writes, of a switch set from 0.
+    fn parsed_record(&self) -> Record {
+        let text = self.record().expect("a record");
+        let rec = Record::parse(&text).unwrap_or_else(|| panic!("not a record: {text:?}"));
+        assert_eq!(rec.original, 0, "{text}");
+        rec
+    }
+
+    /// Write a record as a sweep of pid `written` that died would have left it.
+    fn plant_record(&self, written: i32) {
+        fs::create_dir_all(self.record.parent().unwrap()).unwrap();
+        plant_file(
+            &self.record,
+            &format!(
+                "original = 0\nwritten = {written}\npid = {written}\nat = 2026-12-02T06:00:00Z\n"
+            ),
+        );
     }
 
     /// `n` Calico interfaces, each with pinned tcx links on ingress and egress.
@@ -158,7 +177,12 @@ impl World {
         // Not a timing assertion: a bound so that a broken guard fails the test instead of
         // hanging it (the guard itself sleeps ten minutes at the failpoint).
         let deadline = Instant::now() + Duration::from_secs(300);
-        while !(self.switch() == "1" && self.record().is_some()) {
+        while !(self.switch() != "0"
+            && self
+                .record()
+                .and_then(|t| Record::parse(&t))
+                .is_some_and(|r| r.written.to_string() == self.switch()))
+        {
             if let Some(status) = guard.try_wait() {
                 panic!(
                     "the guard ended ({status}) before it expedited: {}",
@@ -257,7 +281,7 @@ fn signal_puts_it_back(w: &World, sig: libc::c_int) {
     w.plant_tcx(MIN_DETACHES / 2);
     let mut guard = w.spawn(&["sweep"], &[("FAILPOINTS", PAUSE_IN_SPAN)]);
     w.wait_expedited(&mut guard);
-    assert_eq!(w.record().as_deref(), Some("0\n"));
+    assert_eq!(w.parsed_record().pid, guard.child().id());
     guard.signal(sig);
     let status = guard.wait();
     assert_eq!(status.signal(), Some(sig), "{status}: {}", guard.output());
@@ -272,24 +296,36 @@ fn sigkill_is_put_back_by_the_next_sweep(w: &World) {
     let before = w.sb.snapshot();
     let mut guard = w.spawn(&["sweep"], &[("FAILPOINTS", PAUSE_IN_SPAN)]);
     w.wait_expedited(&mut guard);
+    let pid = guard.child().id();
     guard.signal(libc::SIGKILL);
     assert_eq!(guard.wait().signal(), Some(libc::SIGKILL));
-    assert_eq!(w.switch(), "1", "nothing in the process survives SIGKILL");
-    assert_eq!(w.record().as_deref(), Some("0\n"));
+    let rec = w.parsed_record();
+    assert_eq!((rec.pid, rec.written), (pid, pid as i32));
+    assert_eq!(
+        w.switch(),
+        pid.to_string(),
+        "nothing in the process survives SIGKILL"
+    );
 
     let out = guard_ok(&w.sb, &["check"], 1);
     assert!(
-        stdout(&out).contains("records that a sweep which did not finish left"),
+        stdout(&out).contains(&format!("left at {pid} by the sweep of pid {pid}")),
         "{}",
         stdout(&out)
     );
     guard_ok(&w.sb, &["sweep", "--dry-run"], 0);
-    assert_eq!(w.switch(), "1", "check and dry runs never write it");
+    assert_eq!(
+        w.switch(),
+        pid.to_string(),
+        "check and dry runs never write it"
+    );
     assert!(w.record().is_some());
 
     let out = guard_ok(&w.sb, &["sweep"], 0);
     assert!(
-        stderr(&out).contains("put back to 0: a sweep that did not finish had left it at 1"),
+        stderr(&out).contains(&format!(
+            "put back to 0: a sweep that did not finish had left it at {pid} by the sweep of pid {pid}"
+        )),
         "{}",
         stderr(&out)
     );
@@ -404,6 +440,80 @@ fn left_alone_when_it_should_be() {
     fs::write(&w.switch, "1\n").unwrap();
     w.plant_tcx(MIN_DETACHES / 2);
     unwritten(&w, &["sweep"], 0, "1");
+}
+
+/// Root-owned 0644, as the guard trusts it.
+fn plant_file(path: &Path, text: &str) {
+    calico_bpf_testkit::sandbox::write_file(path, text).unwrap();
+}
+
+/// A sweep that died (SIGKILL, a crash) left the switch at its value on a node with nothing
+/// else wrong: `check` exits 1 naming it and the metrics say so, but not while a sweep holds
+/// the lock (it is running, and puts the switch back itself); the next sweep puts it back.
+#[test]
+fn a_switch_left_set_is_a_problem_until_a_sweep_puts_it_back() {
+    let Some(w) = World::new("rcu-left", None) else {
+        return;
+    };
+    let metrics = w.sb.dir.path.join("check.prom");
+    let metrics_arg = metrics.to_str().unwrap();
+    let left_set = |w: &World, want: i32| {
+        let out = guard_ok(&w.sb, &["check", "--metrics", metrics_arg], want);
+        let text = fs::read_to_string(&metrics).unwrap();
+        let gauge = format!(
+            "calico_bpf_guard_rcu_expedited_left_set{{command=\"check\"}} {}\n",
+            u8::from(want == 1)
+        );
+        assert!(text.contains(&gauge), "no {gauge:?} in\n{text}");
+        stdout(&out)
+    };
+    left_set(&w, 0);
+
+    w.plant_record(5151);
+    fs::write(&w.switch, "5151\n").unwrap();
+    let out = left_set(&w, 1);
+    assert!(
+        out.contains("left at 5151 by the sweep of pid 5151 at 2026-12-02T06:00:00Z")
+            && out.contains("a sweep that did not finish"),
+        "{out}"
+    );
+
+    // A sweep that holds the lock is running, not dead.
+    let lock = fs::File::create(w.sb.dir.path.join("guard.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let out = left_set(&w, 0);
+    assert!(out.contains("a sweep is running"), "{out}");
+    assert!(!out.contains("did not finish"), "{out}");
+    drop(held);
+
+    let out = guard_ok(&w.sb, &["sweep"], 0);
+    assert!(stderr(&out).contains("put back to 0"), "{}", stderr(&out));
+    assert_eq!((w.switch(), w.record()), ("0".into(), None));
+    left_set(&w, 0);
+}
+
+/// After the guard's sweep died, someone set the switch to 1 on purpose: that 1 is not the
+/// value the record says the guard wrote, so it stays; only the record goes.
+#[test]
+fn recovery_puts_back_only_its_own_value() {
+    let Some(w) = World::new("rcu-theirs", None) else {
+        return;
+    };
+    w.plant_record(5152);
+    fs::write(&w.switch, "1\n").unwrap();
+    let out = guard_ok(&w.sb, &["check"], 0);
+    assert!(
+        stdout(&out).contains("reads 1 now, someone else's value"),
+        "{}",
+        stdout(&out)
+    );
+    let out = guard_ok(&w.sb, &["sweep"], 0);
+    assert!(
+        stderr(&out).contains("not the 5152 a sweep that did not finish wrote"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!((w.switch(), w.record()), ("1".into(), None));
 }
 
 /// Restores the kernel's switch to what it was before the test, also when the test fails.

@@ -93,6 +93,26 @@ pub fn lock_exclusive(path: &Path, wait: Duration) -> io::Result<Option<Lock>> {
     }
 }
 
+/// Whether another process holds the lock at `path` now, without taking it for longer than the
+/// try: what tells a running sweep from one that died (the kernel drops a dead process's
+/// flock). The file is never created, and a missing one is no holder.
+pub fn lock_is_held(path: &Path) -> io::Result<bool> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_released_on_drop) => Ok(false),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(true),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
 /// One bpf fd some process holds, from /proc/<pid>/fdinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldBpfFd {

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 /// The switch, opened once for reading and writing: the signal handler writes through the same
 /// fd, so it needs no path lookup and no allocation.
@@ -38,21 +38,54 @@ impl Switch {
         Ok(text.trim().to_string())
     }
 
-    /// Write one decimal digit, as `echo N >` does (sysfs takes a whole store per write).
-    pub fn write(&self, digit: u8) -> io::Result<()> {
-        let n = self.file.write_at(&[digit, b'\n'], 0)?;
-        if n != 2 {
+    /// Write a value, as `echo N >` does (sysfs takes a whole store per write). The kernel
+    /// reads any integer; every one but 0 expedites.
+    pub fn write(&self, value: i32) -> io::Result<()> {
+        let mut buf = [0u8; DECIMAL];
+        let len = decimal(value, &mut buf);
+        let n = self.file.write_at(&buf[..len], 0)?;
+        if n != len {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
         }
-        Ok(())
+        // As `echo N >` truncates: sysfs ignores it, and a regular file standing in for the
+        // switch (`rcu_expedited_file`, as tests use) keeps no tail of a longer value.
+        self.file.set_len(len as u64)
     }
 }
 
-/// What the signal handler puts back: the switch's fd (-1: nothing to do), the digit it held,
-/// the digit the guard wrote, and the record to remove once it is back (a leaked C string).
+/// An i32 in decimal and a newline: at most 12 bytes.
+const DECIMAL: usize = 12;
+
+/// `value` in decimal followed by a newline, as the kernel prints it, into `buf`; the length.
+/// No allocation: the signal handler calls it.
+fn decimal(value: i32, buf: &mut [u8; DECIMAL]) -> usize {
+    let mut digits = [0u8; 10];
+    let mut n = value.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    let sign = usize::from(value < 0);
+    if sign == 1 {
+        buf[0] = b'-';
+    }
+    for i in 0..len {
+        buf[sign + i] = digits[len - 1 - i];
+    }
+    buf[sign + len] = b'\n';
+    sign + len + 1
+}
+
+/// What the signal handler puts back: the switch's fd (-1: nothing to do), the value it held,
+/// the value the guard wrote, and the record to remove once it is back (a leaked C string).
 static FD: AtomicI32 = AtomicI32::new(-1);
-static ORIGINAL: AtomicU8 = AtomicU8::new(b'0');
-static WRITTEN: AtomicU8 = AtomicU8::new(b'1');
+static ORIGINAL: AtomicI32 = AtomicI32::new(0);
+static WRITTEN: AtomicI32 = AtomicI32::new(1);
 static RECORD: AtomicPtr<libc::c_char> = AtomicPtr::new(ptr::null_mut());
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -65,14 +98,18 @@ fn put_back() {
     if fd < 0 {
         return;
     }
-    let mut now = [0u8; 2];
+    let mut now = [0u8; DECIMAL + 1];
+    let mut written = [0u8; DECIMAL];
+    let written_len = decimal(WRITTEN.load(Ordering::SeqCst), &mut written);
+    let mut back = [0u8; DECIMAL];
+    let back_len = decimal(ORIGINAL.load(Ordering::SeqCst), &mut back);
     // SAFETY: fd is the switch's, open until `SignalRestore` is dropped (which disarms first);
     // the buffers are live locals.
     unsafe {
         let n = libc::pread(fd, now.as_mut_ptr().cast(), now.len(), 0);
-        if n >= 1 && now[0] == WRITTEN.load(Ordering::SeqCst) && (n == 1 || now[1] == b'\n') {
-            let back = [ORIGINAL.load(Ordering::SeqCst), b'\n'];
-            libc::pwrite(fd, back.as_ptr().cast(), back.len(), 0);
+        if n == written_len as isize && now[..written_len] == written[..written_len] {
+            libc::pwrite(fd, back.as_ptr().cast(), back_len, 0);
+            libc::ftruncate(fd, back_len as libc::off_t);
         }
         let record = RECORD.load(Ordering::SeqCst);
         if !record.is_null() {
@@ -102,8 +139,8 @@ pub struct SignalRestore {
 impl SignalRestore {
     pub fn arm(
         switch: &Switch,
-        original: u8,
-        written: u8,
+        original: i32,
+        written: i32,
         record: &Path,
     ) -> io::Result<SignalRestore> {
         let record = CString::new(record.as_os_str().as_bytes())
@@ -146,6 +183,27 @@ impl Drop for SignalRestore {
             unsafe {
                 libc::sigaction(*sig, prev, ptr::null_mut());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_as_the_kernel_prints_it() {
+        for (value, want) in [
+            (0, "0\n"),
+            (1, "1\n"),
+            (4242, "4242\n"),
+            (-7, "-7\n"),
+            (i32::MAX, "2147483647\n"),
+            (i32::MIN, "-2147483648\n"),
+        ] {
+            let mut buf = [0u8; DECIMAL];
+            let len = decimal(value, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]), Ok(want));
         }
     }
 }
