@@ -1,7 +1,8 @@
 //! Fault injection into the real binary, for tests (cargo feature `failpoints`), set with the
 //! `FAILPOINTS` environment variable: `apply-step=return(tc filter)` fails every step of that
 //! kind, `after-plan=return(<gate>)` pauses between scan and apply until a test opens the gate
-//! (so it can make objects vanish), `task-files=return` sends the interlock to its /proc
+//! (so it can make objects vanish), `checkpoint=return(<gate>)` does the same at the sweep's
+//! interlock checkpoints (so it can start holding an object), `task-files=return` sends the interlock to its /proc
 //! fallback. A leaf: it knows failpoints by name and hands callers plain strings and errors,
 //! never the plan's or the inventory's types, and without the feature every function here is a
 //! no-op the compiler removes.
@@ -87,6 +88,18 @@ pub fn rescan_fails() -> Option<String> {
 pub fn after_plan() {
     #[cfg(feature = "failpoints")]
     fail::fail_point!("after-plan", |gate: Option<String>| {
+        if let Some(gate) = gate {
+            wait_at(std::path::Path::new(&gate));
+        }
+    });
+}
+
+/// The pause configured at each of the sweep's interlock checkpoints, before it looks for
+/// holders again: `checkpoint=return(<gate>)` works as `after-plan` does, so a test can start
+/// holding an object mid-sweep.
+pub fn at_checkpoint() {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("checkpoint", |gate: Option<String>| {
         if let Some(gate) = gate {
             wait_at(std::path::Path::new(&gate));
         }

@@ -1,7 +1,9 @@
 //! The live-dataplane interlock: if a running process holds one of the objects a sweep would
-//! remove, an eBPF dataplane is alive on this node, whatever the mode file says. It only
-//! looks (task_file iterator, else /proc) and never reads "nobody seen" as proof when it could
-//! not see every process.
+//! remove, an eBPF dataplane is alive on this node, whatever the mode file says. It looks
+//! before the sweep and again at its checkpoints (see `checkpoints`), so a Felix that starts
+//! mid-sweep stops what is left of it. It only looks (task_file iterator, else /proc), never
+//! changes anything, and never reads "nobody seen" as proof when it could not see every
+//! process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
@@ -14,7 +16,13 @@ use crate::kernel::fs::{has_effective_cap, held_bpf_fds, HeldBpfFd, CAP_SYS_PTRA
 use crate::kernel::is_gone;
 use crate::kernel::task_files::{task_files, TaskFile};
 use crate::logging::{self, Level};
-use crate::plan::{ObjId, Step};
+use crate::plan::{Action, ObjId, Step, StepKind};
+
+/// Fds the interlock holds on the plan's objects at once. It opens one per object and reads
+/// every task's files while they are open, so a large plan (a node with 1,000 Calico
+/// interfaces has thousands of objects) is looked at in batches: the guard's open fds stay
+/// bounded, whatever the plan, within the unit's LimitNOFILE.
+pub const BATCH: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Holder {
@@ -73,56 +81,99 @@ impl Interlock {
 /// iterators (before 5.8), /proc is read instead, which sees privileged processes only with
 /// CAP_SYS_PTRACE: without it the interlock is blind and says so.
 pub fn scan(steps: &[Step]) -> Result<Interlock> {
-    let wanted: BTreeSet<ObjId> = steps
+    let wanted: Vec<ObjId> = steps
         .iter()
         .flat_map(|s| s.objects.iter().copied())
+        .collect::<BTreeSet<ObjId>>()
+        .into_iter()
         .collect();
-    let mut own = Vec::new();
-    for obj in &wanted {
+    let unavailable = crate::failpoint::task_files_unavailable().map(std::io::Error::other);
+    let mut holders = Vec::new();
+    for batch in wanted.chunks(BATCH) {
+        let own = open_own(batch)?;
+        let own_fds: Vec<(u32, ObjId)> = own
+            .iter()
+            .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
+            .collect();
+        let files = match &unavailable {
+            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => task_files(),
+        };
+        match files {
+            Ok(files) => {
+                for h in match_files(&files, &own_fds) {
+                    for obj in h.holds {
+                        hold(&mut holders, h.pid, &h.comm, obj);
+                    }
+                }
+            }
+            Err(e) => {
+                drop(own);
+                return from_proc(steps, &e);
+            }
+        }
+    }
+    Ok(Interlock {
+        holders,
+        ..Interlock::default()
+    })
+}
+
+/// This process's own fds on `objects`, those that still exist.
+fn open_own(objects: &[ObjId]) -> Result<Vec<(std::os::fd::OwnedFd, ObjId)>> {
+    let mut own = Vec::with_capacity(objects.len());
+    for obj in objects {
         match bpf::fd_by_id(obj.space(), obj.id()) {
             Ok(fd) => own.push((fd, *obj)),
             Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::EAGAIN) => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("opening {obj:?}"))),
         }
     }
-    let own_fds: Vec<(u32, ObjId)> = own
-        .iter()
-        .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
-        .collect();
-    let files = match crate::failpoint::task_files_unavailable() {
-        Some(injected) => Err(std::io::Error::other(injected)),
-        None => task_files(),
-    };
-    match files {
-        Ok(files) => Ok(Interlock {
-            holders: match_files(&files, &own_fds),
-            ..Interlock::default()
+    Ok(own)
+}
+
+/// The interlock from /proc, where the task_file iterator is unavailable (`why`).
+fn from_proc(steps: &[Step], why: &std::io::Error) -> Result<Interlock> {
+    logging::log(
+        Level::Info,
+        &format!("task_file iterator unavailable ({why}); reading /proc"),
+    );
+    let can_ptrace = has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?;
+    let procs = held_bpf_fds().context("reading /proc/<pid>/fd")?;
+    Ok(Interlock {
+        holders: match_holders(&procs.held, steps),
+        unreadable: procs
+            .unreadable
+            .into_iter()
+            .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
+            .collect(),
+        blind: (!can_ptrace).then(|| {
+            format!(
+                "the task_file iterator is unavailable ({why}), and without CAP_SYS_PTRACE \
+                 /proc hides the processes more privileged than the guard"
+            )
         }),
-        Err(e) => {
-            drop(own);
-            logging::log(
-                Level::Info,
-                &format!("task_file iterator unavailable ({e}); reading /proc"),
-            );
-            let can_ptrace =
-                has_effective_cap(CAP_SYS_PTRACE).context("reading /proc/self/status")?;
-            let procs = held_bpf_fds().context("reading /proc/<pid>/fd")?;
-            Ok(Interlock {
-                holders: match_holders(&procs.held, steps),
-                unreadable: procs
-                    .unreadable
-                    .into_iter()
-                    .map(|(pid, comm, err)| format!("pid {pid} ({comm}): {err}"))
-                    .collect(),
-                blind: (!can_ptrace).then(|| {
-                    format!(
-                        "the task_file iterator is unavailable ({e}), and without CAP_SYS_PTRACE \
-                         /proc hides the processes more privileged than the guard"
-                    )
-                }),
-            })
-        }
-    }
+    })
+}
+
+/// Where a sweep looks for holders again, as indices into the plan: before the first pin is
+/// unlinked (the detaches are done by then, and a process that opened a pin since would lose
+/// it) and before the first map pin goes (a map goes with its last pin, unless someone holds
+/// it). The look before the sweep covers index 0. Devices and Calico's empty directories come
+/// last and hold no BPF object.
+pub fn checkpoints(steps: &[Step]) -> Vec<usize> {
+    let first_pin = steps
+        .iter()
+        .position(|s| matches!(s.action, Action::Unpin { .. }));
+    let first_map = steps.iter().position(|s| s.kind == StepKind::MapPin);
+    let mut at: Vec<usize> = [first_pin, first_map]
+        .into_iter()
+        .flatten()
+        .filter(|&i| i > 0)
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    at
 }
 
 /// A holder must still hold after a short wait: a tool that lists every program (bpftool, a

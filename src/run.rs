@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -13,7 +13,7 @@ use crate::apply::{self, Outcome};
 use crate::config::Settings;
 use crate::decide::{check_verdict, decide, ebpf, Decision, Ebpf, Verdict};
 use crate::expedite;
-use crate::interlock;
+use crate::interlock::{self, Holder};
 use crate::inventory::{self, Inventory, Roots};
 use crate::kernel::fs::{is_journal_stream, lock_exclusive, Lock};
 use crate::logging::{self, Level};
@@ -133,6 +133,82 @@ fn take_lock(s: &Settings) -> Result<Lock> {
     }
 }
 
+/// Why a sweep stopped before its end: holders that showed up mid-sweep, or a failed look.
+struct Stopped {
+    holders: Vec<Holder>,
+    why: String,
+}
+
+/// Apply the plan, looking for holders again at each checkpoint (`interlock::checkpoints`)
+/// unless forced. A holder found there, or a look that fails, stops the sweep: every step left
+/// is reported not done. `looked`: when the look before the sweep began. The log says how long
+/// before the sweep's last removal of a BPF object the last look began: the window in which a
+/// process that starts holding an object goes unseen.
+fn apply_guarded(
+    s: &Settings,
+    steps: &[Step],
+    force: bool,
+    looked: Instant,
+    done: &mut dyn FnMut(&Step, Outcome),
+) -> Option<Stopped> {
+    let mut last_look = looked;
+    let mut last_removal = None;
+    let mut track = |st: &Step, o: Outcome| {
+        if o == Outcome::Removed && !st.objects.is_empty() {
+            last_removal = Some(Instant::now());
+        }
+        done(st, o);
+    };
+    let mut from = 0;
+    let mut stopped = None;
+    for cut in interlock::checkpoints(steps).into_iter().filter(|_| !force) {
+        apply_plan(s, &steps[from..cut], &mut track);
+        from = cut;
+        crate::failpoint::at_checkpoint();
+        last_look = Instant::now();
+        stopped = match interlock::scan_settled(&steps[cut..]) {
+            Ok(lock) => lock.refusal().map(|why| {
+                let who: Vec<String> = lock.holders.iter().map(Holder::to_string).collect();
+                Stopped {
+                    why: match who.is_empty() {
+                        true => why,
+                        false => format!("{why}: {}", who.join("; ")),
+                    },
+                    holders: lock.holders,
+                }
+            }),
+            Err(e) => Some(Stopped {
+                holders: Vec::new(),
+                why: format!("cannot look for holders again: {e:#}"),
+            }),
+        };
+        if stopped.is_some() {
+            break;
+        }
+    }
+    match &stopped {
+        Some(stop) => {
+            for st in &steps[from..] {
+                track(
+                    st,
+                    Outcome::Failed(format!("not done, the sweep stopped: {}", stop.why)),
+                );
+            }
+        }
+        None => apply_plan(s, &steps[from..], &mut track),
+    }
+    if let (Some(end), false) = (last_removal, force) {
+        logging::log(
+            Level::Info,
+            &format!(
+                "interlock: the last look for holders began {} us before the last removal",
+                end.saturating_duration_since(last_look).as_micros()
+            ),
+        );
+    }
+    stopped
+}
+
 /// Apply the plan. With `expedite_grace_periods`, RCU grace periods are expedited from the
 /// first tcx/netkit detach to the last, when there are enough of them.
 fn apply_plan(s: &Settings, steps: &[Step], done: &mut dyn FnMut(&Step, Outcome)) {
@@ -157,6 +233,8 @@ pub fn sweep(s: &Settings, opts: SweepOpts) -> Result<u8> {
     let mut seen = Seen::start("sweep");
     let result = sweep_seen(s, opts, &mut seen);
     if let (Some(path), false) = (&s.metrics_file, opts.dry_run) {
+        // Looked at once the sweep let go of the lock: what it could not put back.
+        seen.rcu_left_set(matches!(expedite::look(s), expedite::Found::LeftSet(_)));
         write_metrics(seen, path, &result);
     }
     result
@@ -200,6 +278,7 @@ fn sweep_seen(s: &Settings, opts: SweepOpts, seen: &mut Seen) -> Result<u8> {
         logging::log(Level::Warning, w);
     }
     let mut refusal = None;
+    let looked = Instant::now();
     if !steps.is_empty() {
         let lock = interlock::scan_settled(&steps)?;
         refusal = lock.refusal();
@@ -260,12 +339,18 @@ fn sweep_seen(s: &Settings, opts: SweepOpts, seen: &mut Seen) -> Result<u8> {
     let mut out = report.start(format(&report, opts.json), true, &steps);
     // The objects kept or failed: the re-scan finds those again, and they are reported.
     let mut left: BTreeSet<StepKey> = BTreeSet::new();
-    apply_plan(s, &steps, &mut |st, o| {
+    let stopped = apply_guarded(s, &steps, opts.force, looked, &mut |st, o| {
         if matches!(o, Outcome::Failed(_) | Outcome::Kept(_)) {
             left.insert(st.key());
         }
         out.row(&Row::new(st, Some(o)));
     });
+    if let Some(stop) = &stopped {
+        for h in &stop.holders {
+            logging::log(Level::Err, &format!("live eBPF dataplane, mid-sweep: {h}"));
+        }
+        seen.refused();
+    }
     let planned = steps.len();
     drop(steps);
 
@@ -304,9 +389,13 @@ fn sweep_seen(s: &Settings, opts: SweepOpts, seen: &mut Seen) -> Result<u8> {
             }
         }
     }
-    let mut decision = match (planned, blind) {
-        (0, 0) => format!("clean, nothing to remove ({why})"),
-        (0, _) => format!("nothing to remove where the guard could look ({why})"),
+    let mut decision = match (planned, blind, &stopped) {
+        (_, _, Some(stop)) => format!(
+            "stopped mid-sweep: {}; what is left stays ({why}); --force overrides",
+            stop.why
+        ),
+        (0, 0, _) => format!("clean, nothing to remove ({why})"),
+        (0, _, _) => format!("nothing to remove where the guard could look ({why})"),
         _ => format!("swept ({why})"),
     };
     if blind > 0 {
@@ -337,28 +426,25 @@ fn check_seen(s: &Settings, json: bool, seen: &mut Seen) -> Result<u8> {
     let mode = mode::read(&s.mode_file)?;
     let mut report = new_report("check", s, mode, false);
     seen.report(&report);
-    if expedite::left_behind(s) {
-        report.warnings.push(format!(
-            "{} records that a sweep which did not finish left {} changed; the next sweep puts it back",
-            s.expedite_record_file.display(),
-            s.rcu_expedited_file.display()
-        ));
-    }
+    // A switch left set is a problem of its own, whatever the mode and the objects.
+    let rcu = expedite::look(s);
+    seen.rcu_left_set(matches!(rcu, expedite::Found::LeftSet(_)));
+    let rcu_problem = rcu.problem(s);
+    report.warnings.extend(rcu.warning(s));
     if report.ebpf == Ebpf::On {
-        emit_planned(
-            &report,
-            json,
-            &[],
-            "ok: the mode file says eBPF is on, so Calico's eBPF objects belong here",
-        );
-        return Ok(EXIT_OK);
+        let ok = "ok: the mode file says eBPF is on, so Calico's eBPF objects belong here";
+        let (code, decision) = with_rcu_problem(EXIT_OK, ok.into(), rcu_problem);
+        emit_planned(&report, json, &[], &decision);
+        return Ok(code);
     }
     let (mut inv, steps, _) = match scan_and_plan(s) {
         Ok(r) => r,
         Err(e) => {
-            emit_planned(&report, json, &[], &format!("cannot tell: {e:#}"));
+            let (code, decision) =
+                with_rcu_problem(EXIT_CANNOT_TELL, format!("cannot tell: {e:#}"), rcu_problem);
+            emit_planned(&report, json, &[], &decision);
             seen.scan_failed();
-            return Ok(EXIT_CANNOT_TELL);
+            return Ok(code);
         }
     };
     report.kernel = Some(inv.features);
@@ -384,10 +470,11 @@ fn check_seen(s: &Settings, json: bool, seen: &mut Seen) -> Result<u8> {
                 report.holders = lock.holders;
             }
             Err(e) => {
-                let (summary, _) =
-                    emit_planned(&report, json, &steps, &format!("cannot tell: {e:#}"));
+                let (code, decision) =
+                    with_rcu_problem(EXIT_CANNOT_TELL, format!("cannot tell: {e:#}"), rcu_problem);
+                let (summary, _) = emit_planned(&report, json, &steps, &decision);
                 seen.scanned(blind == 0, &summary);
-                return Ok(EXIT_CANNOT_TELL);
+                return Ok(code);
             }
         }
     }
@@ -402,9 +489,20 @@ fn check_seen(s: &Settings, json: bool, seen: &mut Seen) -> Result<u8> {
         Verdict::Stale => EXIT_FAILED,
         Verdict::CannotTell => EXIT_CANNOT_TELL,
     };
+    let (code, decision) = with_rcu_problem(code, decision, rcu_problem);
     let (summary, _) = emit_planned(&report, json, &steps, &decision);
     seen.scanned(blind == 0, &summary);
     Ok(code)
+}
+
+/// `check`'s exit code and decision with a switch left set: a known problem (1), named, over
+/// "clean" and over "cannot tell".
+fn with_rcu_problem(code: u8, decision: String, problem: Option<String>) -> (u8, String) {
+    match problem {
+        None => (code, decision),
+        Some(p) if code == EXIT_OK => (EXIT_FAILED, format!("problem: {p}")),
+        Some(p) => (EXIT_FAILED, format!("{decision}; and {p}")),
+    }
 }
 
 /// `debug-inventory`: the scan and the BTF names the plan would show, as JSON, changing nothing.

@@ -158,3 +158,77 @@ fn the_proc_fallback_refuses_when_it_cannot_see_every_process() {
     removed.push("cgroup pod connect6 calico_connect_ multi");
     assert_removed_exactly(&before, &sb.snapshot(), &removed);
 }
+
+/// A process that starts holding a Calico map mid-sweep, after the interlock first looked (as a
+/// Felix that starts while the guard detaches would), stops the sweep at the next checkpoint,
+/// before any pin is unlinked: what was detached stays detached, every pin and map stays, the
+/// holder is named, exit 1. Once it lets go the next sweep removes the rest.
+#[test]
+fn a_holder_that_comes_mid_sweep_stops_the_rest() {
+    let Some(sb) = sandbox("interlock-late") else {
+        return;
+    };
+    plant::calico_host(&sb.bpffs.path, &sb.cgroup.path).unwrap();
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+
+    let paused = paused_at(&sb, "checkpoint");
+    let map = sb.bpffs.path.join("tc/globals/cali_v4_ct3");
+    let held = calico_bpf_guard::kernel::bpf::obj_get(&map).unwrap();
+    let out = paused.resume();
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 1, "{all}");
+    let me = std::process::id();
+    assert!(
+        stderr(&out).contains(&format!("live eBPF dataplane, mid-sweep: pid {me}")),
+        "{all}"
+    );
+    let report = json(&out);
+    assert!(
+        report["decision"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("stopped mid-sweep")),
+        "{report}"
+    );
+    // The detaches ran; nothing after the checkpoint did.
+    let detached: Vec<&str> = plant::CALICO_HOST
+        .iter()
+        .copied()
+        .filter(|o| o.starts_with("cgroup "))
+        .collect();
+    assert_eq!(detached.len(), 6);
+    assert_removed_exactly(&before, &sb.snapshot(), &detached);
+
+    drop(held);
+    let out = guard_ok(&sb, &["sweep"], 0);
+    assert!(
+        stderr(&out).contains("interlock: the last look for holders began"),
+        "{}",
+        stderr(&out)
+    );
+    let removed: Vec<&str> = plant::CALICO_HOST.to_vec();
+    assert_removed_exactly(&before, &sb.snapshot(), &removed);
+}
+
+/// The interlock holds an fd on each object of the plan while it reads every task's files, in
+/// batches (`interlock::BATCH`): a plan of 1,000 maps is looked at, and swept, with 400 fds.
+#[test]
+fn a_plan_larger_than_the_fd_limit_is_looked_at_in_batches() {
+    let Some(sb) = sandbox("interlock-batches") else {
+        return;
+    };
+    let globals = sb.bpffs.path.join("tc/globals");
+    let mut removed = Vec::new();
+    for i in 0..1000 {
+        let name = format!("cali_m{i}");
+        plant::pin_map(&globals.join(&name), &name).unwrap();
+        removed.push(format!("pin tc/globals/{name}"));
+    }
+    assert!(removed.len() > 2 * calico_bpf_guard::interlock::BATCH);
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+    let out = guard_with_fd_limit(&sb, &["sweep"], 400);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let removed: Vec<&str> = removed.iter().map(String::as_str).collect();
+    assert_removed_exactly(&before, &sb.snapshot(), &removed);
+}

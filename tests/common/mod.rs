@@ -91,6 +91,36 @@ pub fn guard_with_unit_caps(
         .expect("running the guard")
 }
 
+/// The guard in the sandbox's network namespace with at most `limit` open fds (soft and hard
+/// RLIMIT_NOFILE, as `ulimit -n` gives a shell; systemd's default soft limit is 1,024).
+pub fn guard_with_fd_limit(sb: &Sandbox, args: &[&str], limit: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", sb.netns().path().display()))
+        .arg("--")
+        .arg(GUARD)
+        .arg("--config")
+        .arg(&sb.config)
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
+    // SAFETY: the closure runs in the child between fork and exec and calls only setrlimit,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("running the guard")
+}
+
 /// Run the guard and demand an exit code, showing its output when it differs.
 pub fn guard_ok(sb: &Sandbox, args: &[&str], want: i32) -> Output {
     let out = sb.guard(args);
@@ -126,7 +156,13 @@ impl Paused {
 
 /// Start a sweep that pauses between scan and apply, and return once it is paused.
 pub fn paused_sweep(sb: &Sandbox) -> Paused {
-    let gate = sb.dir.path.join("after-plan.gate");
+    paused_at(sb, "after-plan")
+}
+
+/// Start a sweep that pauses at the failpoint `point` (one that takes a gate: `after-plan`,
+/// `checkpoint`), and return once it is paused there.
+pub fn paused_at(sb: &Sandbox, point: &str) -> Paused {
+    let gate = sb.dir.path.join(format!("{point}.gate"));
     let mut child = Command::new("nsenter")
         .arg(format!("--net={}", sb.netns().path().display()))
         .arg("--")
@@ -134,10 +170,7 @@ pub fn paused_sweep(sb: &Sandbox) -> Paused {
         .arg("--config")
         .arg(&sb.config)
         .args(["sweep", "--json"])
-        .env(
-            "FAILPOINTS",
-            format!("after-plan=return({})", gate.display()),
-        )
+        .env("FAILPOINTS", format!("{point}=return({})", gate.display()))
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::piped())
@@ -152,7 +185,7 @@ pub fn paused_sweep(sb: &Sandbox) -> Paused {
             let _ = child.kill();
             let out = child.wait_with_output().expect("guard output");
             panic!(
-                "the guard never paused after planning\nstdout:\n{}\nstderr:\n{}",
+                "the guard never paused at {point}\nstdout:\n{}\nstderr:\n{}",
                 stdout(&out),
                 stderr(&out)
             );
