@@ -225,3 +225,35 @@ fn second_sweep_changes_nothing() {
     assert_eq!(report["objects"].as_array().unwrap().len(), 0, "{report}");
     assert_eq!(sb.snapshot(), after_first);
 }
+
+/// A node has a cgroup or two per container, thousands of siblings under one parent. The walk
+/// holds open only the directories from the root down to where it is, never one per sibling:
+/// 5,000 sibling cgroups, a Calico program on the last, swept with 256 fds at most.
+#[test]
+fn thousands_of_sibling_cgroups_need_few_fds() {
+    let Some(sb) = sandbox("cg-siblings") else {
+        return;
+    };
+    let pods = sb.cgroup.child("pods").unwrap();
+    for i in 0..5000 {
+        std::fs::create_dir(pods.join(format!("c{i}"))).unwrap();
+    }
+    plant::attach(
+        &pods.join("c4999"),
+        SOCK_ADDR,
+        "calico_connect_v4",
+        CONNECT4,
+        MULTI,
+        false,
+    )
+    .unwrap();
+    sb.set_mode(Some("iptables")).unwrap();
+    let before = sb.snapshot();
+    let out = guard_with_fd_limit(&sb, &["sweep"], 256);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_removed_exactly(
+        &before,
+        &sb.snapshot(),
+        &["cgroup pods/c4999 connect4 calico_connect_ multi"],
+    );
+}
