@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::decide::Ebpf;
+use crate::kernel::tree::{is_refused, Dir};
 use crate::logging::{self, Level};
 use crate::plan::Family;
 use crate::report::{Families, Report, Summary};
-use modefile::write_atomic_unsynced;
 use modefile::Dataplane;
 
 /// How a run ended, as its exit code says (the codes themselves are `run`'s, where the process
@@ -101,18 +101,31 @@ impl Seen {
     }
 }
 
+/// Write through a directory fd reached without symlinks (see `Dir::open_path`): the textfile
+/// directory usually belongs to node_exporter's user, who could otherwise put a symlink in its
+/// place and have root write a 0644 file wherever it points.
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
-    // The atomic write would create a missing directory, under the unit's umask 0077, where
-    // node_exporter could not read: a missing textfile directory is a setup error to report.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if dir.is_some_and(|d| !d.is_dir()) {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "its directory does not exist",
-        ));
-    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // A missing directory is not made: under the unit's umask 0077 node_exporter could not
+    // read it. It is a setup error to report.
+    let dir = Dir::open_path(dir).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => {
+            io::Error::new(io::ErrorKind::NotFound, "its directory does not exist")
+        }
+        _ if is_refused(&e) => io::Error::other(format!(
+            "{}: a symlink or another mount on the way to its directory, not followed",
+            crate::names::path(dir)
+        )),
+        _ => e,
+    })?;
     // 0644: node_exporter runs as its own user.
-    write_atomic_unsynced(path, text.as_bytes(), 0o644)
+    dir.replace_file(name, text.as_bytes(), 0o644)
 }
 
 /// What the run came to, as the `result` label.

@@ -237,3 +237,48 @@ fn a_sweep_that_does_not_scan_says_so() {
         stderr(&out)
     );
 }
+
+/// The textfile directory belongs to node_exporter's user, who can put a symlink in its place,
+/// or in place of a directory above it, or at the file's name: root's write never follows one. The directory behind stays empty, the warning names the place,
+/// and the sweep's exit code does not change.
+#[test]
+fn symlinks_on_the_way_to_the_metrics_file_are_not_followed() {
+    let Some(sb) = sandbox("metrics-links") else {
+        return;
+    };
+    sb.set_mode(Some("bpf")).unwrap();
+    let root_only = sb.dir.path.join("etc-x");
+    fs::create_dir(&root_only).unwrap();
+    let real = sb.dir.path.join("real/textfile");
+    fs::create_dir_all(&real).unwrap();
+    let write_to = |path: &Path| {
+        sb.write_config(&format!("metrics_file = \"{}\"\n", path.display()))
+            .unwrap();
+        stderr(&guard_ok(&sb, &["sweep"], 0))
+    };
+
+    // The directory itself, and one above it.
+    let textfile = sb.dir.path.join("textfile");
+    std::os::unix::fs::symlink(&root_only, &textfile).unwrap();
+    let err = write_to(&textfile.join("calico_bpf_guard.prom"));
+    assert!(err.contains("not followed"), "{err}");
+    let above = sb.dir.path.join("node_exporter");
+    std::os::unix::fs::symlink(sb.dir.path.join("real"), &above).unwrap();
+    let err = write_to(&above.join("textfile/calico_bpf_guard.prom"));
+    assert!(err.contains("not followed"), "{err}");
+    assert_eq!(fs::read_dir(&root_only).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
+
+    // At the file's name: the link is replaced, its target untouched, and no temporary file
+    // is left.
+    let file = real.join("calico_bpf_guard.prom");
+    let target = root_only.join("shadow");
+    fs::write(&target, "root only\n").unwrap();
+    std::os::unix::fs::symlink(&target, &file).unwrap();
+    let err = write_to(&file);
+    assert!(!err.contains("cannot write metrics"), "{err}");
+    assert!(fs::symlink_metadata(&file).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&target).unwrap(), "root only\n");
+    parse(&file, "sweep");
+    assert_eq!(fs::read_dir(&real).unwrap().count(), 1);
+}

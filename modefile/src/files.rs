@@ -272,22 +272,7 @@ fn trusted_parent(path: &Path) -> io::Result<(PathBuf, OsString)> {
 /// sees the old file or the new one, never half, also after a crash.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let (dir, name) = trusted_parent(path)?;
-    replace(&dir, &name, contents, mode, true)
-}
-
-/// `write_atomic` for a file that decides nothing and is rewritten on every run (metrics): its
-/// directory is not checked (another user, node_exporter, may own it), and neither fsync is
-/// made, so the run does not wait for the disk. Readers still see the old file or the new one.
-pub fn write_atomic_unsynced(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    replace(dir, name, contents, mode, false)
+    replace(&dir, &name, contents, mode)
 }
 
 /// A new temporary file beside the target, under a name no other writer uses: pids repeat in
@@ -326,7 +311,6 @@ fn replace(
     name: &std::ffi::OsStr,
     contents: &[u8],
     mode: u32,
-    durable: bool,
 ) -> io::Result<()> {
     let path = dir.join(name);
     let (tmp, mut f) = create_temp(dir, name, mode)?;
@@ -334,14 +318,9 @@ fn replace(
         // The creation mode is masked by the umask (the unit's is 0077); readers need `mode`.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
-        if durable {
-            f.sync_all()?;
-        }
+        f.sync_all()?;
         fs::rename(&tmp, &path)?;
-        match durable {
-            true => File::open(dir)?.sync_all(),
-            false => Ok(()),
-        }
+        File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

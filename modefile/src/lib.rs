@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use files::{read_trusted, write_atomic, write_atomic_unsynced, FileProblem, MAX_FILE};
+pub use files::{read_trusted, write_atomic, FileProblem, MAX_FILE};
 pub use invalid::InvalidInput;
 
 /// Calico's `linuxDataplane` values, and `none`: Calico is not this node's dataplane any more

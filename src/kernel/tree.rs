@@ -6,7 +6,7 @@
 //! identity is checked again: no other code builds a path to delete.
 
 use std::ffi::{OsStr, OsString};
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -124,18 +124,57 @@ impl Dir {
         })
     }
 
+    /// A directory the guard writes into (the metrics directory), named by a path (relative:
+    /// to the working directory), reached one component at a time: never through a symlink,
+    /// at any component, since whoever owns a directory on the way could put one in place of
+    /// the next and send root's write elsewhere; and never into another mount below a
+    /// directory someone other than root could change (a mount below a root-owned one, `/var`
+    /// on a partition of its own, is the administrator's).
+    pub fn open_path(path: &Path) -> io::Result<Dir> {
+        let start = if path.is_absolute() { "/" } else { "." };
+        let mut dir = Dir::open_root(Path::new(start))?;
+        for part in path.components() {
+            match part {
+                Component::Normal(name) => {
+                    let cross = dir.root_controlled()?;
+                    dir = dir.open_child_with(name, cross)?;
+                }
+                Component::RootDir | Component::CurDir => {}
+                Component::ParentDir | Component::Prefix(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a path with .. is not walked",
+                    ))
+                }
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Owned by root and writable by nobody else (or sticky, like /tmp, where nobody else can
+    /// replace root's entries).
+    fn root_controlled(&self) -> io::Result<bool> {
+        let st = fstat(&self.fd)?;
+        Ok(st.st_uid == 0 && (st.st_mode & 0o022 == 0 || st.st_mode & 0o1000 != 0))
+    }
+
     /// A subdirectory, never through a symlink and never into another mount: those answer
     /// ELOOP and EXDEV (see `is_refused`).
     pub fn open_child(&self, name: &OsStr) -> io::Result<Dir> {
+        self.open_child_with(name, false)
+    }
+
+    /// `open_child`, into another mount too when `cross_mounts`.
+    fn open_child_with(&self, name: &OsStr, cross_mounts: bool) -> io::Result<Dir> {
         // No O_NOFOLLOW here: with O_DIRECTORY it turns a symlink into ENOTDIR, which reads as
         // "not a directory"; RESOLVE_NO_SYMLINKS answers ELOOP for it.
+        let mut resolve = ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH;
+        if !cross_mounts {
+            resolve |= ResolveFlag::RESOLVE_NO_XDEV;
+        }
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV
-                    | ResolveFlag::RESOLVE_BENEATH,
-            );
+            .resolve(resolve);
         let fd = match openat2(&self.fd, name, how) {
             Ok(fd) => fd,
             // openat2 arrived in 5.6, and a seccomp filter may refuse it: O_NOFOLLOW and a
@@ -154,7 +193,7 @@ impl Dir {
                     }
                     e => e.into(),
                 })?;
-                if fstat(&fd)?.st_dev != self.id.dev {
+                if !cross_mounts && fstat(&fd)?.st_dev != self.id.dev {
                     return Err(io::Error::from_raw_os_error(libc::EXDEV));
                 }
                 fd
@@ -382,6 +421,44 @@ impl Chain {
         if depth > 0 {
             self.below.truncate(depth - 1);
         }
+    }
+}
+
+impl Dir {
+    /// Replace the file `name` in this directory at once: a temporary file made here (never
+    /// through a symlink), then renamed over it, which replaces whatever entry stands there (a
+    /// symlink, a FIFO) without following or opening it. Readers see the old file or the new
+    /// one. Not fsynced: for files worth nothing after a crash (metrics).
+    pub fn replace_file(&self, name: &OsStr, contents: &[u8], mode: u32) -> io::Result<()> {
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        // A crash before the rename leaves this name behind, and pids repeat: ours to replace.
+        match unlinkat(&self.fd, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Err(nix::errno::Errno::ENOENT) => {}
+            r => r?,
+        }
+        let result = (|| {
+            let fd = openat(
+                &self.fd,
+                tmp.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(mode),
+            )?;
+            // The creation mode is masked by the umask (the unit's is 0077); readers need `mode`.
+            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))?;
+            std::fs::File::from(fd).write_all(contents)?;
+            nix::fcntl::renameat(&self.fd, tmp.as_os_str(), &self.fd, name)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = unlinkat(&self.fd, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
     }
 }
 
