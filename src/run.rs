@@ -141,9 +141,10 @@ struct Stopped {
 
 /// Apply the plan, looking for holders again at each checkpoint (`interlock::checkpoints`)
 /// unless forced. A holder found there, or a look that fails, stops the sweep: every step left
-/// is reported not done. `looked`: when the look before the sweep began. The log says how long
-/// before the sweep's last removal of a BPF object the last look began: the window in which a
-/// process that starts holding an object goes unseen.
+/// is reported not done. `looked`: when the look before the sweep began (it ends as this is
+/// called). The log says how long before the sweep's last removal of a BPF object the last look
+/// began, and how long it took: the window in which a process that starts holding an object
+/// goes unseen.
 fn apply_guarded(
     s: &Settings,
     steps: &[Step],
@@ -151,7 +152,8 @@ fn apply_guarded(
     looked: Instant,
     done: &mut dyn FnMut(&Step, Outcome),
 ) -> Option<Stopped> {
-    let mut last_look = looked;
+    // When the last look began and ended.
+    let mut last_look = (looked, Instant::now());
     let mut last_removal = None;
     let mut track = |st: &Step, o: Outcome| {
         if o == Outcome::Removed && !st.objects.is_empty() {
@@ -165,8 +167,10 @@ fn apply_guarded(
         apply_plan(s, &steps[from..cut], &mut track);
         from = cut;
         crate::failpoint::at_checkpoint();
-        last_look = Instant::now();
-        stopped = match interlock::scan_settled(&steps[cut..]) {
+        let began = Instant::now();
+        let look = interlock::scan_settled(&steps[cut..]);
+        last_look = (began, Instant::now());
+        stopped = match look {
             Ok(lock) => lock.refusal().map(|why| {
                 let who: Vec<String> = lock.holders.iter().map(Holder::to_string).collect();
                 Stopped {
@@ -198,11 +202,14 @@ fn apply_guarded(
         None => apply_plan(s, &steps[from..], &mut track),
     }
     if let (Some(end), false) = (last_removal, force) {
+        let (began, ended) = last_look;
         logging::log(
             Level::Info,
             &format!(
-                "interlock: the last look for holders began {} us before the last removal",
-                end.saturating_duration_since(last_look).as_micros()
+                "interlock: the last look for holders began {} us before the last removal \
+                 (it took {} us)",
+                end.saturating_duration_since(began).as_micros(),
+                ended.saturating_duration_since(began).as_micros()
             ),
         );
     }

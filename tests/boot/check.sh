@@ -101,6 +101,8 @@ replant() {
 }
 
 restart() { systemctl restart "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"; }
+# run_log_has REGEX: the guard's last run logged a matching line.
+run_log_has() { journalctl -o cat _SYSTEMD_INVOCATION_ID="$(prop $GUARD InvocationID)" | grep -Eq "$1"; }
 start() { systemctl start "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"; }
 
 # The units that run kubelet inside them, as the guard's unit names them; check.sh installs a
@@ -170,6 +172,9 @@ check "systemd-analyze verify prints nothing for the installed unit (but directi
   verify_clean
 say "    guard run time at boot: $(($(prop $GUARD ExecMainExitTimestampMonotonic) - \
   $(prop $GUARD ExecMainStartTimestampMonotonic))) us"
+# The interlock's window: how long before the sweep's last removal its last look for holders
+# began (README, Safety).
+say "    $(journalctl -b -u $GUARD -o cat | grep -m1 'interlock: the last look for holders')"
 
 say "# kubelet restart"
 check "re-planted" replant
@@ -206,6 +211,37 @@ rm -f "$ARGS_DROPIN"
 systemctl daemon-reload
 check "without the drop-in the guard sweeps" restart $GUARD
 check "Calico state is gone" verify swept
+
+say "# metrics under the unit, with the README's recipe"
+TEXTFILE=/var/lib/node_exporter/textfile
+PROM=$TEXTFILE/calico_bpf_guard.prom
+METRICS_CONFIG=/etc/calico-bpf-guard/boot-test-metrics.toml
+elsewhere=/etc/boot-test-elsewhere
+# A file that only root can read, where a symlink in place of the textfile directory would
+# send the guard's 0644 write.
+mkdir -p "$elsewhere" && printf 'root only\n' >"$elsewhere/calico_bpf_guard.prom" &&
+  chmod 0600 "$elsewhere/calico_bpf_guard.prom"
+install -d -o root -g root -m 0755 "$TEXTFILE"
+printf 'metrics_file = "%s"\n' "$PROM" >"$METRICS_CONFIG"
+chmod 0644 "$METRICS_CONFIG"
+printf '[Service]\nReadWritePaths=%s\nEnvironment=CALICO_BPF_GUARD_ARGS=--config %s\n' \
+  "$TEXTFILE" "$METRICS_CONFIG" >"$ARGS_DROPIN"
+systemctl daemon-reload
+check "re-planted" replant
+check "the guard sweeps with metrics_file set" restart $GUARD
+check "it wrote its metrics, root-owned, 0644" [ "$(stat -c %U:%a "$PROM" 2>/dev/null)" = root:644 ]
+check "node_exporter's user (any user) reads them: the sweep removed objects" \
+  grep -q 'calico_bpf_guard_last_run_result{command="sweep",result="swept"} 1' \
+  <<<"$(setpriv --reuid=65534 --regid=65534 --clear-groups cat "$PROM")"
+# The textfile directory's owner swaps it for a symlink to a directory of root's.
+rm -rf "$TEXTFILE"
+ln -s "$elsewhere" "$TEXTFILE"
+check "with the directory swapped for a symlink, the guard still succeeds" restart $GUARD
+check "it said it did not follow the symlink" run_log_has "cannot write metrics to .*not followed"
+check "nothing was written behind the symlink" [ \
+  "$(stat -c %a "$elsewhere/calico_bpf_guard.prom"):$(cat "$elsewhere/calico_bpf_guard.prom")" = "600:root only" ]
+rm -rf "$TEXTFILE" "$elsewhere" "$METRICS_CONFIG" "$ARGS_DROPIN"
+systemctl daemon-reload
 
 say "# fail-open by default, fail-closed with the shipped drop-in"
 printf 'dataplane = "ebpf-maybe"\n' >"$MODE"
@@ -319,8 +355,6 @@ say "# expedited grace periods for tcx detaches under the unit's sandbox"
 RCU=/sys/kernel/rcu_expedited
 RECORD=/run/calico-bpf-guard.rcu_expedited
 TCX_DEVICES=8
-# run_log_has REGEX: the guard's last run logged a matching line.
-run_log_has() { journalctl -o cat _SYSTEMD_INVOCATION_ID="$(prop $GUARD InvocationID)" | grep -Eq "$1"; }
 tcx_pins_gone() { [ -z "$(find $BPFFS/tcx -type f 2>/dev/null)" ]; }
 plant_tcx() {
   local i
