@@ -110,32 +110,15 @@ start() { systemctl start "$@" 2>&1 | sed 's/^/    /'; return "${PIPESTATUS[0]}"
 DISTRIBUTION_UNITS="k3s.service k3s-agent.service rke2-server.service rke2-agent.service
   snap.microk8s.daemon-kubelite.service"
 STANDIN=/usr/local/lib/boot-test/distribution-standin.service
-# systemd's journal message for a start job done ("Started UNIT", for a oneshot "Finished UNIT").
-UNIT_STARTED=39f53479d3a045ac8e11786248231fbf
-
-cursor() { journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p'; }
-# started_at CURSOR UNIT: the monotonic times (s) at which UNIT's start jobs finished since
-# CURSOR, from systemd's own messages.
-started_at() {
-  journalctl -q --no-pager --after-cursor="$1" -o short-monotonic MESSAGE_ID=$UNIT_STARTED UNIT="$2" |
-    sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p'
-}
-# every_start_guarded CURSOR UNIT STARTS: since CURSOR, UNIT started STARTS times, the guard ran
-# as often, and a guard run finished between each start of UNIT and the one before it.
+# every_start_guarded UNIT STARTS: UNIT started STARTS times since its record was cleared, and
+# each start saw a guard run of its own, finished (active): a new invocation id every time.
 every_start_guarded() {
-  local out rc
-  journalctl --sync
-  out=$({ started_at "$1" $GUARD | sed 's/$/ guard/'
-          started_at "$1" "$2" | sed 's/$/ unit/'; } | sort -n -k1,1 | awk -v want="$3" '
-    $2 == "guard" { runs++; ran = 1 }
-    $2 == "unit" { starts++; if (!ran) bare++; ran = 0 }
-    END {
-      printf "%d starts, %d guard runs, %d starts without a guard run first\n", starts, runs, bare
-      exit !(starts == want && runs == starts && bare == 0)
-    }')
-  rc=$?
-  say "    $2 since the cursor: $out"
-  return $rc
+  local record=/run/boot-test/${1%.service}.starts starts fresh finished
+  starts=$(wc -l <"$record")
+  fresh=$(cut -d' ' -f1 "$record" | sort -u | wc -l)
+  finished=$(grep -c ' active$' "$record")
+  say "    $1: $starts starts, $fresh guard runs of their own, $finished finished before the start"
+  [ "$starts" = "$2" ] && [ "$fresh" = "$2" ] && [ "$finished" = "$2" ]
 }
 # wait_running UNIT: UNIT's crash loop is over (its countdown at 0) and it has run for 3 s since.
 wait_running() {
@@ -151,7 +134,11 @@ wait_running() {
   say "    $1: $(prop "$1" ActiveState)/$(prop "$1" SubState) ($(prop "$1" Result)); guard: $(prop $GUARD ActiveState) ($(prop $GUARD Result))"
   return 1
 }
-crash() { mkdir -p /run/boot-test && echo "$2" >"/run/boot-test/${1%.service}.crashes"; }
+# crash UNIT N: its next N starts crash; its record of starts begins afresh.
+crash() {
+  mkdir -p /run/boot-test && echo "$2" >"/run/boot-test/${1%.service}.crashes" &&
+    : >"/run/boot-test/${1%.service}.starts"
+}
 absent() { [ "$(prop "$1" LoadState)" = not-found ] && [ "$(prop "$1" ActiveState)" = inactive ]; }
 
 say "# at boot"
@@ -270,11 +257,10 @@ for how in fail-open fail-closed; do
     install -D -m 0644 /usr/share/doc/calico-bpf-guard/examples/fail-closed.conf "$FAIL_CLOSED"
   systemctl daemon-reload
   crash kubelet.service $CRASHES
-  from=$(cursor)
   check "$how: systemctl restart kubelet, which then crashes $CRASHES times" restart kubelet.service
   check "$how: kubelet recovered and runs" wait_running kubelet.service
   check "$how: the guard ran before each of kubelet's $((CRASHES + 1)) starts" \
-    every_start_guarded "$from" kubelet.service $((CRASHES + 1))
+    every_start_guarded kubelet.service $((CRASHES + 1))
   check "$how: the guard succeeded (no start limit hit)" guard_succeeded
 done
 rm -f "$FAIL_CLOSED" "$CRASH_DROPIN"
@@ -291,19 +277,18 @@ for unit in $DISTRIBUTION_UNITS; do
   systemctl daemon-reload
   check "$unit: re-planted" replant
   crash "$unit" 2
-  from=$(cursor)
   check "$unit: systemctl start, then 2 crashes and restarts (Restart=on-failure)" start "$unit"
   check "$unit: it recovered and runs" wait_running "$unit"
   check "$unit: Calico state is gone, foreign state stays" verify swept
   check "$unit: systemctl restart succeeds" restart "$unit"
-  check "$unit: the guard ran before each of its 4 starts" every_start_guarded "$from" "$unit" 4
+  check "$unit: the guard ran before each of its 4 starts" every_start_guarded "$unit" 4
   check "$unit: the guard succeeded" guard_succeeded
   others=0
   for other in $DISTRIBUTION_UNITS; do [ "$other" = "$unit" ] || absent "$other" || others=1; done
   check "$unit: the other distributions' units stay absent" [ $others = 0 ]
   check "$unit: kubelet.service was not started" [ "$(prop kubelet.service ActiveState)" = inactive ]
   systemctl stop "$unit"
-  rm -f "/etc/systemd/system/$unit" "/run/boot-test/${unit%.service}.crashes"
+  rm -f "/etc/systemd/system/$unit" /run/boot-test/"${unit%.service}".*
   systemctl daemon-reload
 done
 # Fail-closed takes the same drop-in, under the distribution's unit.
