@@ -306,12 +306,7 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> io::Result<(Pat
     }
 }
 
-fn replace(
-    dir: &Path,
-    name: &std::ffi::OsStr,
-    contents: &[u8],
-    mode: u32,
-) -> io::Result<()> {
+fn replace(dir: &Path, name: &std::ffi::OsStr, contents: &[u8], mode: u32) -> io::Result<()> {
     let path = dir.join(name);
     let (tmp, mut f) = create_temp(dir, name, mode)?;
     let result = (|| {

@@ -425,30 +425,14 @@ impl Chain {
 }
 
 impl Dir {
-    /// Replace the file `name` in this directory at once: a temporary file made here (never
-    /// through a symlink), then renamed over it, which replaces whatever entry stands there (a
-    /// symlink, a FIFO) without following or opening it. Readers see the old file or the new
-    /// one. Not fsynced: for files worth nothing after a crash (metrics).
+    /// Replace the file `name` in this directory at once: a temporary file made here under a
+    /// name no other writer uses (never through a symlink), then renamed over it, which
+    /// replaces whatever entry stands there (a symlink, a FIFO) without following or opening
+    /// it. Readers see the old file or the new one. Not fsynced: for files worth nothing after
+    /// a crash (metrics).
     pub fn replace_file(&self, name: &OsStr, contents: &[u8], mode: u32) -> io::Result<()> {
-        let mut tmp = OsString::from(".");
-        tmp.push(name);
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        // A crash before the rename leaves this name behind, and pids repeat: ours to replace.
-        match unlinkat(&self.fd, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir) {
-            Err(nix::errno::Errno::ENOENT) => {}
-            r => r?,
-        }
+        let (tmp, fd) = self.create_temp(name, mode)?;
         let result = (|| {
-            let fd = openat(
-                &self.fd,
-                tmp.as_os_str(),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(mode),
-            )?;
             // The creation mode is masked by the umask (the unit's is 0077); readers need `mode`.
             nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))?;
             std::fs::File::from(fd).write_all(contents)?;
@@ -459,6 +443,36 @@ impl Dir {
             let _ = unlinkat(&self.fd, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
         result
+    }
+
+    /// A new file beside `name`, under a name no other writer uses: pids repeat in containers
+    /// and across boots, so the name adds a per-process random number, and O_EXCL makes a clash
+    /// (or anything planted there) a retry, never a shared or followed file. A crash before the
+    /// rename leaves a dot-file that nothing reads.
+    fn create_temp(&self, name: &OsStr, mode: u32) -> io::Result<(OsString, OwnedFd)> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut tries = 0;
+        loop {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let mut tmp = OsString::from(".");
+            tmp.push(name);
+            tmp.push(format!(".{}.{:016x}.tmp", std::process::id(), h.finish()));
+            match openat(
+                &self.fd,
+                tmp.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(mode),
+            ) {
+                Ok(fd) => return Ok((tmp, fd)),
+                Err(nix::errno::Errno::EEXIST) if tries < 8 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
