@@ -1,7 +1,10 @@
 //! Reading Calico's sources through the Kubernetes API, once per evaluation, into
 //! `Observation`s in Felix's precedence order. Every object is read by a `list` with the field
-//! selector `metadata.name=<name>` and `resourceVersion=0` (answered from the API server's watch
-//! cache, not etcd), because a list tells the two 404s apart that a `get` mixes up:
+//! selector `metadata.name=<name>`, a consistent read (no `resourceVersion`; since Kubernetes
+//! 1.31 served from the watch cache once it is provably current), never `resourceVersion=0`: in
+//! an HA control plane that may be answered by an API server whose cache is behind the one whose
+//! watch woke the evaluation, and a stale "off" would then stand until the next resync. A list,
+//! because it tells the two 404s apart that a `get` mixes up:
 //!
 //! - **Absent, fine.** A list that answers 404 means the resource type is not served: a CRD that
 //!   is not installed (FelixConfiguration in one of its two API groups, Installation without the
@@ -138,9 +141,9 @@ impl Cluster {
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
-        let lp = ListParams::default()
-            .fields(&format!("metadata.name={name}"))
-            .match_any();
+        // A consistent read: a list from the watch cache (resourceVersion=0) may come from
+        // another API server than the watch event that woke us, one whose cache is behind.
+        let lp = ListParams::default().fields(&format!("metadata.name={name}"));
         match tokio::time::timeout(self.timeout, api.list(&lp)).await {
             Err(_) => Err((
                 Reason::Timeout,

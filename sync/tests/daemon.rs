@@ -87,6 +87,34 @@ fn a_cluster_switch_arrives_by_watch() {
 }
 
 #[test]
+fn a_lagging_watch_cache_does_not_hold_a_stale_off() {
+    if !have_root("a_lagging_watch_cache_does_not_hold_a_stale_off") {
+        return;
+    }
+    let h = Harness::new("stale");
+    h.calico_off();
+    let d = h.daemon();
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    // Another API server's watch cache is behind: a resourceVersion=0 list still says off
+    // after the watch said on. The evaluation reads consistently, so the switch lands now,
+    // not at the next resync (10 minutes here).
+    h.world.set_faults(&["stale felixconfigurations"]).unwrap();
+    h.set_felix_default(Some(true));
+    d.wait_for("bpf despite the lagging cache", || {
+        h.mode().as_deref() == Some("bpf")
+    });
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
 fn status_churn_costs_no_request_and_writes_nothing() {
     if !have_root("status_churn_costs_no_request_and_writes_nothing") {
         return;

@@ -38,11 +38,13 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
 /// `answer`'s word for a watch, which logs itself when it starts.
 const STREAMED: u16 = u16::MAX;
 
-/// resourceVersions: a counter bumped whenever a file's content is seen to change.
+/// resourceVersions: a counter bumped whenever a file's content is seen to change, and each
+/// object's version before its latest change (what a lagging watch cache still serves).
 #[derive(Default)]
 struct Versions {
     counter: u64,
-    seen: HashMap<PathBuf, (u64, u64)>,
+    seen: HashMap<PathBuf, (u64, u64, Vec<u8>)>,
+    before: HashMap<PathBuf, (u64, Vec<u8>)>,
 }
 
 impl Versions {
@@ -53,10 +55,15 @@ impl Versions {
                 b.hash(&mut h);
                 let hash = h.finish();
                 match self.seen.get(path) {
-                    Some((old, rv)) if *old == hash => Some(*rv),
+                    Some((old, rv, _)) if *old == hash => Some(*rv),
                     _ => {
                         self.counter += 1;
-                        self.seen.insert(path.to_path_buf(), (hash, self.counter));
+                        let old = self
+                            .seen
+                            .insert(path.to_path_buf(), (hash, self.counter, b.to_vec()));
+                        if let Some((_, rv, bytes)) = old {
+                            self.before.insert(path.to_path_buf(), (rv, bytes));
+                        }
                         Some(self.counter)
                     }
                 }
@@ -65,9 +72,15 @@ impl Versions {
                 if self.seen.remove(path).is_some() {
                     self.counter += 1;
                 }
+                self.before.remove(path);
                 None
             }
         }
+    }
+
+    /// The object's version before its latest change, if it changed since first seen.
+    fn stale(&self, path: &Path) -> Option<(u64, Vec<u8>)> {
+        self.before.get(path).cloned()
     }
 }
 
@@ -325,7 +338,25 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
             None => send(s, 404, &status::not_found(&target)),
         },
         (None, false) => {
-            let items: Vec<Value> = objects(st, &p, selected.as_deref())
+            let mut found = objects(st, &p, selected.as_deref());
+            // `stale`: a list that may be answered from the watch cache (resourceVersion=0)
+            // gets what a cache that is behind holds: each object as it was before its latest
+            // change. A consistent read (no resourceVersion) is never stale.
+            if fault.as_deref() == Some("stale")
+                && req.query.get("resourceVersion").is_some_and(|v| v == "0")
+            {
+                for (path, rv, obj) in &mut found {
+                    let old = st.versions.lock().ok().and_then(|v| v.stale(path));
+                    if let Some((old_rv, bytes)) = old {
+                        if let Ok(mut o) = serde_json::from_slice::<Value>(&bytes) {
+                            o["metadata"]["resourceVersion"] = json!(old_rv.to_string());
+                            *rv = old_rv;
+                            *obj = o;
+                        }
+                    }
+                }
+            }
+            let items: Vec<Value> = found
                 .into_iter()
                 .map(|(_, _, mut o)| {
                     if builtin(&p.group) {

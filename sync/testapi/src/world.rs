@@ -7,7 +7,8 @@
 //!   a type not listed answers 404 like a CRD that is not installed.
 //! - `objects/<group or core>/<version>/<namespace or _>/<resource>/<name>.json`.
 //! - `faults`: lines `<action> <substring>`: a request whose `METHOD path?query` contains the
-//!   substring gets the action (401 403 404 500 503 timeout garbage drop gone).
+//!   substring gets the action (401 403 404 500 503 timeout garbage drop gone stale; `stale`
+//!   answers a `resourceVersion=0` list with each object as it was before its latest change).
 //! - `rbac.yaml`: when present, only what its Roles/ClusterRoles grant is allowed (else 403).
 //! - written by the server: `ca.crt`, `server.der`, `server.key.der` (kept across restarts),
 //!   `kubeconfig`, `port`, `requests.log`, `events.log` (every watch event sent).

@@ -52,7 +52,7 @@ enum Cmd {
     /// Serve only these types (`group/version resource`, `v1 configmaps`); none: serve nothing.
     Served { types: Vec<String> },
     /// Faults, one `ACTION SUBSTRING` per argument (401 403 404 500 503 timeout garbage drop
-    /// gone); none clears them.
+    /// gone stale); none clears them.
     Faults { lines: Vec<String> },
     /// Accept only this token from now on.
     Token { token: String },
