@@ -8,8 +8,9 @@
 
 use std::io::{self, Read};
 use std::mem::size_of;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
 
 use libbpf_rs::btf::types::{Composite, Func, MemberAttr, Struct};
 use libbpf_rs::btf::{BtfKind, BtfType, TypeId};
@@ -133,9 +134,47 @@ fn program(tgid_off: u32, comm_off: u32, f_op_off: u32, private_off: u32) -> Vec
     ]
 }
 
+/// The iterator's link, made once per process: parsing the kernel's BTF and loading the
+/// program take milliseconds, and a sweep reads the iterator several times (before it applies,
+/// at each checkpoint, once per batch of objects), where every millisecond is part of the
+/// window in which a new holder goes unseen. A failure is kept too, as its kind and text.
+static LINK: OnceLock<Result<OwnedFd, (io::ErrorKind, String)>> = OnceLock::new();
+
+fn link() -> io::Result<BorrowedFd<'static>> {
+    match LINK.get_or_init(|| make_link().map_err(|e| (e.kind(), e.to_string()))) {
+        Ok(fd) => Ok(fd.as_fd()),
+        Err((kind, text)) => Err(io::Error::new(*kind, text.clone())),
+    }
+}
+
 /// Every open file of every task. Errors when the kernel lacks BTF or task_file iterators;
 /// the caller then falls back to /proc.
 pub fn task_files() -> io::Result<Vec<TaskFile>> {
+    // SAFETY: plain syscall wrapper.
+    let iter = owned(unsafe { sys::bpf_iter_create(link()?.as_raw_fd()) })?;
+    let mut bytes = Vec::new();
+    std::fs::File::from(iter).read_to_end(&mut bytes)?;
+    Ok(bytes
+        .chunks_exact(RECORD)
+        .map(|r| {
+            let u32_at = |i: usize| u32::from_ne_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+            let u64_at = |i: usize| u64::from(u32_at(i)) | (u64::from(u32_at(i + 4)) << 32);
+            let comm = &r[24..40];
+            let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+            TaskFile {
+                tgid: u32_at(0),
+                fd: u32_at(4),
+                f_op: u64_at(8),
+                private_data: u64_at(16),
+                comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+            }
+        })
+        .collect())
+}
+
+/// The iterator program, built from the kernel's BTF, loaded and linked. The link keeps the
+/// program.
+fn make_link() -> io::Result<OwnedFd> {
     let btf = Btf::from_vmlinux().map_err(|e| {
         let e = from_rs(e);
         io::Error::new(e.kind(), format!("loading the kernel's BTF: {e}"))
@@ -187,27 +226,5 @@ pub fn task_files() -> io::Result<Vec<TaskFile>> {
         ..Default::default()
     };
     // SAFETY: link_opts outlives the call.
-    let link = owned(unsafe {
-        sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_ITER, &link_opts)
-    })?;
-    // SAFETY: plain syscall wrapper.
-    let iter = owned(unsafe { sys::bpf_iter_create(link.as_raw_fd()) })?;
-    let mut bytes = Vec::new();
-    std::fs::File::from(iter).read_to_end(&mut bytes)?;
-    Ok(bytes
-        .chunks_exact(RECORD)
-        .map(|r| {
-            let u32_at = |i: usize| u32::from_ne_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
-            let u64_at = |i: usize| u64::from(u32_at(i)) | (u64::from(u32_at(i + 4)) << 32);
-            let comm = &r[24..40];
-            let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
-            TaskFile {
-                tgid: u32_at(0),
-                fd: u32_at(4),
-                f_op: u64_at(8),
-                private_data: u64_at(16),
-                comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
-            }
-        })
-        .collect())
+    owned(unsafe { sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_ITER, &link_opts) })
 }
