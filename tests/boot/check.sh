@@ -113,7 +113,10 @@ STANDIN=/usr/local/lib/boot-test/distribution-standin.service
 # every_start_guarded UNIT STARTS: UNIT started STARTS times since its record was cleared, and
 # each start saw a guard run of its own, finished (active): a new invocation id every time.
 every_start_guarded() {
-  local record=/run/boot-test/${1%.service}.starts starts fresh finished
+  local record=/run/boot-test/${1%.service}.starts starts fresh finished i
+  # The stand-in writes its line just after systemd started it, so after `systemctl restart`
+  # returned: wait for it.
+  for i in $(seq 50); do [ "$(wc -l <"$record")" -ge "$2" ] && break; sleep 0.2; done
   starts=$(wc -l <"$record")
   fresh=$(cut -d' ' -f1 "$record" | sort -u | wc -l)
   finished=$(grep -c ' active$' "$record")
@@ -211,7 +214,7 @@ mkdir -p "$elsewhere" && printf 'root only\n' >"$elsewhere/calico_bpf_guard.prom
 install -d -o root -g root -m 0755 "$TEXTFILE"
 printf 'metrics_file = "%s"\n' "$PROM" >"$METRICS_CONFIG"
 chmod 0644 "$METRICS_CONFIG"
-printf '[Service]\nReadWritePaths=%s\nEnvironment=CALICO_BPF_GUARD_ARGS=--config %s\n' \
+printf '[Service]\nReadWritePaths=%s\nEnvironment="CALICO_BPF_GUARD_ARGS=--config %s"\n' \
   "$TEXTFILE" "$METRICS_CONFIG" >"$ARGS_DROPIN"
 systemctl daemon-reload
 check "re-planted" replant
