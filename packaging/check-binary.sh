@@ -9,9 +9,11 @@ floor=2.17
 fail=0
 bad() { echo "not ok: $*" >&2; fail=1; }
 
-# Every symbol version the binary asks of glibc; GLIBC_PRIVATE or anything unnumbered is as bad
-# as a version above the floor.
-versions=$(objdump -T "$bin" | grep -o '(GLIBC_[^)]*)' | tr -d '()' | sort -uV)
+# Every symbol version the binary asks of glibc (its version needs); GLIBC_PRIVATE or anything
+# unnumbered is as bad as a version above the floor. readelf, unlike objdump, reads an aarch64
+# binary on an x86_64 host too.
+versions=$(readelf -V -W "$bin" | sed -n '/^Version needs section/,$p' | grep -o 'Name: GLIBC_[^ ]*' |
+  sed 's/^Name: //' | sort -uV)
 [ -n "$versions" ] || bad "no GLIBC symbol versions found: is $bin a dynamically linked glibc binary?"
 for v in $versions; do
   n=${v#GLIBC_}

@@ -15,9 +15,13 @@ dpkg-deb -x "$deb" "$ctl/root"
 fail=0
 bad() { echo "not ok: $*" >&2; fail=1; }
 
+# systemd's directories as the build system's systemd.pc names them: /lib/systemd (Debian 12) or
+# /usr/lib/systemd (Debian 13, which builds the arm64 packages); merged /usr makes them one.
+sd=lib/systemd
+[ -d "$ctl/root/$sd" ] || sd=usr/lib/systemd
 for f in usr/sbin/calico-bpf-guard \
-         lib/systemd/system/calico-bpf-guard.service \
-         lib/systemd/system-preset/50-calico-bpf-guard.preset \
+         $sd/system/calico-bpf-guard.service \
+         $sd/system-preset/50-calico-bpf-guard.preset \
          etc/calico-bpf-guard/config.toml \
          usr/share/man/man8/calico-bpf-guard.8.gz \
          usr/share/doc/calico-bpf-guard/examples/fail-closed.conf \
@@ -25,7 +29,7 @@ for f in usr/sbin/calico-bpf-guard \
   [ -f "$ctl/root/$f" ] || bad "missing /$f"
 done
 [ -x "$ctl/root/usr/sbin/calico-bpf-guard" ] || bad "/usr/sbin/calico-bpf-guard is not executable"
-cmp -s "$ctl/root/lib/systemd/system/calico-bpf-guard.service" "$root/systemd/calico-bpf-guard.service" ||
+cmp -s "$ctl/root/$sd/system/calico-bpf-guard.service" "$root/systemd/calico-bpf-guard.service" ||
   bad "the packaged unit differs from systemd/calico-bpf-guard.service"
 grep -qx /etc/calico-bpf-guard/config.toml "$ctl/DEBIAN/conffiles" || bad "config.toml is not a conffile"
 grep -q "deb-systemd-helper enable 'calico-bpf-guard.service'" "$ctl/DEBIAN/postinst" ||

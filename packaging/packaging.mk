@@ -4,6 +4,8 @@
 #                    package, lintian-clean
 #   make rpm         target/packages/calico-bpf-guard-<version>-1.<arch>.rpm and its -debuginfo
 #                    package, rpmlint-clean
+#   ARCH=arm64       (either target; or aarch64) the arm64 packages, built on an x86_64 host in
+#                    the trixie cross chroot (scripts/arm64-chroot.sh); default: the host's
 #   make boot-test   boots Debian 12 and Debian 11 with systemd in systemd-nspawn, the .deb
 #                    installed (BOOT_SUITES="bullseye" for one)
 # Both packages ship the binary built by cargo-zigbuild for glibc 2.17 with the `static` feature
@@ -17,11 +19,12 @@ BOOT_SUITES ?= bookworm bullseye
 # linking the system's libelf.
 ZIG_TARGET := $(shell uname -m)-unknown-linux-gnu
 
+ARCH ?=
 deb:
-	packaging/build-deb.sh
+	ARCH=$(ARCH) packaging/build-deb.sh
 
 rpm:
-	packaging/build-rpm.sh
+	ARCH=$(ARCH) packaging/build-rpm.sh
 
 packages: deb rpm
 

@@ -10,16 +10,21 @@ test=(iproute2 util-linux procps bpftool)
 # The shipped binary is built with cargo-zigbuild for glibc 2.17, with libelf and zlib built from
 # libbpf-sys's vendored sources: autotools, flex, bison and gawk build elfutils' libelf. rpmbuild
 # splits off the -debuginfo package with debugedit's find-debuginfo, which runs eu-strip
-# (elfutils) and file.
+# (elfutils) and file. The arm64 packages are built in a trixie chroot that mmdebstrap makes
+# (scripts/arm64-chroot.sh); make boot-test-arm64 boots them with debootstrap, mkfs.ext4 and
+# qemu-system-aarch64, its initramfs made with kmod.
 package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man
          debugedit elfutils file
-         autoconf automake autopoint flex bison gawk libtool)
+         autoconf automake autopoint flex bison gawk libtool
+         debootstrap e2fsprogs qemu-system-arm kmod)
 # Pinned: the package build's compiler and linker (make deb, make rpm, make boot-test).
 zigbuild_version=0.24.1
 ziglang_version=0.17.1
 bench=(hyperfine strace iproute2 bpftool time)
 # make kernel-matrix: Debian's kernels booted under QEMU from a busybox initramfs.
-matrix=(qemu-system-x86 busybox-static kmod cpio zstd xz-utils debian-archive-keyring)
+# The arm64 rows: qemu-system-aarch64, and mmdebstrap for the guests' arm64 userland and the
+# trixie cross chroot that builds for them (scripts/arm64-chroot.sh).
+matrix=(qemu-system-x86 qemu-system-arm busybox-static kmod cpio zstd xz-utils debian-archive-keyring mmdebstrap)
 # make image, make e2e (podman kube play; runc, since crun refuses hybrid cgroup hosts; catatonit
 # for podman's locally built pause image; curl GETs the pod's probes), make validate-manifests
 # (a venv, see below).

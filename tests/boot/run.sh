@@ -39,11 +39,13 @@ for tool in mmdebstrap systemd-nspawn rpm; do
   command -v "$tool" >/dev/null || { echo "boot test: $tool missing (scripts/install-deps.sh package)" >&2; exit 1; }
 done
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
-deb=$(ls target/packages/calico-bpf-guard_"$version"_*.deb 2>/dev/null | head -n1)
-rpm=$(ls target/packages/calico-bpf-guard-"$version"-*.rpm 2>/dev/null | head -n1)
+# This host's architecture: target/packages/ may hold arm64 packages too (make deb ARCH=arm64).
+deb_arch=$(dpkg --print-architecture) rpm_arch=$(uname -m)
+deb=$(ls target/packages/calico-bpf-guard_"$version"_"$deb_arch".deb 2>/dev/null | head -n1)
+rpm=$(ls target/packages/calico-bpf-guard-"$version"-*."$rpm_arch".rpm 2>/dev/null | head -n1)
 testkit=${TESTKIT:-target/zig/$(uname -m)-unknown-linux-gnu/release/calico-bpf-testkit}
-dbgsym=$(ls target/packages/calico-bpf-guard-dbgsym_"$version"_*.deb 2>/dev/null | head -n1)
-debuginfo=$(ls target/packages/calico-bpf-guard-debuginfo-"$version"-*.rpm 2>/dev/null | head -n1)
+dbgsym=$(ls target/packages/calico-bpf-guard-dbgsym_"$version"_"$deb_arch".deb 2>/dev/null | head -n1)
+debuginfo=$(ls target/packages/calico-bpf-guard-debuginfo-"$version"-*."$rpm_arch".rpm 2>/dev/null | head -n1)
 [ -n "$deb" ] || { echo "boot test: no target/packages/calico-bpf-guard_${version}_*.deb (make deb)" >&2; exit 1; }
 [ -n "$rpm" ] || { echo "boot test: no target/packages/calico-bpf-guard-${version}-*.rpm (make rpm)" >&2; exit 1; }
 [ -n "$dbgsym" ] || { echo "boot test: no target/packages/calico-bpf-guard-dbgsym_${version}_*.deb (make deb)" >&2; exit 1; }
