@@ -1,5 +1,6 @@
 //! The pod's HTTP endpoint: `/metrics` for Prometheus, `/healthz` (the process serves) and
-//! `/readyz` (the last evaluation decided) for the probes. Plain HTTP/1.1 on hyper, which kube
+//! `/readyz` (an evaluation finished, and the last one was not kept for a reason of this pod's
+//! own) for the probes. Plain HTTP/1.1 on hyper, which kube
 //! already brings; no TLS, no routing crate, GET only. It never changes anything.
 
 use std::convert::Infallible;
@@ -27,7 +28,8 @@ fn answer(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET, "/readyz") => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "the last evaluation kept the cached mode; see the log and the failures metric\n"
+            "no evaluation yet, or the last kept the cached mode for a reason of this pod's own \
+             (token, permissions, override, mode file); see the log and the failures metric\n"
                 .to_string(),
         ),
         (&Method::GET, _) => (

@@ -41,8 +41,8 @@ fn main() -> ExitCode {
 async fn start(args: cli::Args) -> ExitCode {
     let metrics = Arc::new(metrics::Metrics::new());
     if args.once {
-        let outcome = run::Sync::new(args, metrics).evaluate().await;
-        return ExitCode::from(outcome.exit_code());
+        let outcome = run::Sync::new(args, metrics).evaluate(None).await;
+        return ExitCode::from(outcome.map_or(1, run::Outcome::exit_code));
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,

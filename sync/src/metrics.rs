@@ -23,7 +23,8 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     dataplane: String,
-    source: String,
+    /// The mode file's own `source` (a Calico source is another thing: `source_present`).
+    written_by: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,7 +40,9 @@ pub struct Metrics {
     writes: Counter,
     mode: Family<ModeLabels, Gauge>,
     present: Family<SourceLabels, Gauge>,
-    /// `/readyz`: the last evaluation decided (wrote or found the file already right).
+    conflict: Gauge,
+    /// `/readyz`: an evaluation finished and the last one was not kept for a reason of this
+    /// pod's own (see `Reason::pod_side`).
     ready: AtomicBool,
 }
 
@@ -58,6 +61,7 @@ impl Metrics {
         let writes = Counter::default();
         let mode = Family::<ModeLabels, Gauge>::default();
         let present = Family::<SourceLabels, Gauge>::default();
+        let conflict = Gauge::default();
         registry.register(
             "last_success_timestamp_seconds",
             "When an evaluation last decided (wrote the mode file or found it right), Unix time",
@@ -70,9 +74,15 @@ impl Metrics {
         );
         registry.register("writes", "Writes of the mode file", writes.clone());
         registry.register(
-            "mode",
-            "1 for the value in the mode file and what decided it",
+            "mode_info",
+            "1 for the value in the mode file and its source (what wrote it)",
             mode.clone(),
+        );
+        registry.register(
+            "override_conflict",
+            "1 while the override says eBPF off and a readable cluster source says on, or the \
+             override says bpf and the cluster says off",
+            conflict.clone(),
         );
         registry.register(
             "source_present",
@@ -92,6 +102,7 @@ impl Metrics {
             writes,
             mode,
             present,
+            conflict,
             ready: AtomicBool::new(false),
         }
     }
@@ -109,24 +120,34 @@ impl Metrics {
         self.ready.store(true, Ordering::Relaxed);
     }
 
+    /// A kept evaluation. Not ready only for a reason of the pod's own: a cluster-side one
+    /// (the API or Calico down, no Calico at all) would turn every pod of the DaemonSet
+    /// NotReady at once and say nothing about this pod; the failures metric and the last
+    /// success timestamp are for those.
     pub fn kept(&self, reason: Reason) {
         self.failed(reason);
-        self.ready.store(false, Ordering::Relaxed);
+        self.ready.store(!reason.pod_side(), Ordering::Relaxed);
+    }
+
+    pub fn override_conflict(&self, on: bool) {
+        self.conflict.set(i64::from(on));
     }
 
     pub fn wrote(&self) {
         self.writes.inc();
     }
 
-    /// The mode file says `dataplane`, written by `source`.
-    pub fn mode(&self, dataplane: &str, source: &str) {
+    /// The mode file says `dataplane` with this `source`, or there is none.
+    pub fn mode(&self, now: Option<(&str, &str)>) {
         self.mode.clear();
-        self.mode
-            .get_or_create(&ModeLabels {
-                dataplane: dataplane.to_string(),
-                source: source.to_string(),
-            })
-            .set(1);
+        if let Some((dataplane, written_by)) = now {
+            self.mode
+                .get_or_create(&ModeLabels {
+                    dataplane: dataplane.to_string(),
+                    written_by: written_by.to_string(),
+                })
+                .set(1);
+        }
     }
 
     pub fn sources(&self, observations: &[Observation]) {

@@ -47,6 +47,18 @@ impl Reason {
         Reason::WatchBroken,
     ];
 
+    /// A reason in this pod (its token, its permissions, its override, its hostPath), as
+    /// opposed to the cluster's (the API, Calico): only these make the pod not ready.
+    pub fn pod_side(self) -> bool {
+        matches!(
+            self,
+            Reason::Unauthorized
+                | Reason::Forbidden
+                | Reason::OverrideInvalid
+                | Reason::WriteFailed
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Unreachable => "unreachable",

@@ -1,6 +1,7 @@
 //! The loop: evaluate (override, sources, decision, mode file), then wait for whichever comes
 //! first: a watch event, an edit of the override, the periodic re-evaluation, the retry after
-//! a failure, or SIGTERM. Also `--once`. It owns the API client and drops it after a 401, so the
+//! a failure, or SIGTERM (also seen while the cluster is read, never during the write). Under
+//! an override the cluster is still read, to say when the two disagree. Also `--once`. It owns the API client and drops it after a 401, so the
 //! next attempt reads the service-account token again at once (kube-rs itself re-reads a token
 //! file only about once a minute). The rules themselves live in `decide`.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use tokio::sync::{watch as signal, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -26,6 +27,9 @@ use crate::override_file;
 use crate::reason::Reason;
 use crate::sources::{Observation, Reading};
 use crate::watch;
+
+/// Turns true on SIGTERM or SIGINT.
+pub type StopReceiver = tokio::sync::watch::Receiver<bool>;
 
 /// How one evaluation ended; `--once` turns it into the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub struct Sync {
     client: Option<Client>,
     last_override: Override,
     last_present: Vec<(String, bool)>,
+    /// What the override contradicts in the cluster, when it does.
+    last_conflict: Option<String>,
     absence: Arc<Absence>,
 }
 
@@ -75,21 +81,17 @@ fn jitter(d: Duration) -> Duration {
 
 impl Sync {
     pub fn new(args: Args, metrics: Arc<Metrics>) -> Self {
-        match modecache::cached(&args.mode_file) {
-            Ok(Some(m)) => {
-                metrics.mode(&m.dataplane.to_string(), m.source.as_deref().unwrap_or(""))
-            }
-            Ok(None) => {}
-            Err(e) => logline::warn(&format!("mode file: {e}")),
-        }
-        Sync {
+        let sync = Sync {
             metrics,
             client: None,
             last_override: Override::Auto,
             last_present: Vec::new(),
+            last_conflict: None,
             absence: Arc::new(Absence::new(args.absent_hold)),
             args,
-        }
+        };
+        sync.show_mode();
+        sync
     }
 
     fn say_sources(&mut self, observations: &[Observation]) {
@@ -135,65 +137,130 @@ impl Sync {
         Outcome::Kept(reason)
     }
 
-    /// One evaluation, start to end.
-    pub async fn evaluate(&mut self) -> Outcome {
+    /// What the mode file says now, for the metric: also what an admin's `mode set` wrote.
+    fn show_mode(&self) {
+        match modecache::cached(&self.args.mode_file) {
+            Ok(Some(m)) => self.metrics.mode(Some((
+                &m.dataplane.to_string(),
+                m.source.as_deref().unwrap_or(""),
+            ))),
+            Ok(None) => self.metrics.mode(None),
+            Err(e) => logline::warn(&format!("mode file: {e}")),
+        }
+    }
+
+    /// One evaluation, start to end; `None` when `stop` turned true while the cluster was
+    /// read (never while the mode file is written).
+    pub async fn evaluate(&mut self, stop: Option<&mut StopReceiver>) -> Option<Outcome> {
         let over = override_file::read(Some(&self.args.override_file));
         self.last_override = over.clone();
-        let mut observations = Vec::new();
-        if over == Override::Auto {
-            if self.client.is_none() {
-                match connect(&self.args).await {
-                    Ok(c) => self.client = Some(c),
-                    Err(e) => {
-                        return self.keep(Reason::Unreachable, &format!("no API client: {e}"))
-                    }
+        let outcome = match over {
+            Override::Auto => {
+                self.conflict(None);
+                match self.observe(stop).await? {
+                    Err(e) => self.keep(Reason::Unreachable, &format!("no API client: {e}")),
+                    Ok(observations) => self.conclude(&over, &observations),
                 }
             }
-            if let Some(client) = &self.client {
-                let cluster = Cluster {
-                    client: client.clone(),
-                    node: self.args.node().to_string(),
-                    namespaces: self.args.namespaces.clone(),
-                    timeout: self.args.request_timeout,
-                    absence: self.absence.clone(),
-                };
-                observations = cluster.observe().await;
+            Override::Fixed(fixed) => {
+                // The override is written first, never held up by the API; the cluster is
+                // still read, only to say when the two disagree (an override left on).
+                let outcome = self.conclude(&over, &[]);
+                if let Ok(observations) = self.observe(stop).await? {
+                    match decide(&Override::Auto, &observations) {
+                        Decision::Write { dataplane, because }
+                            if dataplane.ebpf_on() != fixed.ebpf_on() =>
+                        {
+                            self.conflict(Some(format!(
+                                "the override dataplane={fixed} overrules the cluster, which \
+                                 says {dataplane} ({because}); set it to auto once it is no \
+                                 longer needed"
+                            )))
+                        }
+                        Decision::Write { .. } => self.conflict(None),
+                        // The cluster's word is not known: the last judgement stands.
+                        Decision::Keep { .. } => {}
+                    }
+                }
+                outcome
             }
-            self.metrics.sources(&observations);
-            self.say_sources(&observations);
-            if observations
-                .iter()
-                .any(|o| matches!(o.reading, Reading::Unreadable(Reason::Unauthorized, _)))
-            {
-                // A rotated token: the next client reads the file again.
-                self.client = None;
+            Override::Invalid(_) => self.conclude(&over, &[]),
+        };
+        self.show_mode();
+        Some(outcome)
+    }
+
+    /// Says so (and sets the gauge) when the override starts or stops contradicting the cluster.
+    fn conflict(&mut self, now: Option<String>) {
+        if now != self.last_conflict {
+            match &now {
+                Some(what) => logline::warn(what),
+                None if self.last_conflict.is_some() => {
+                    logline::info("the override no longer contradicts the cluster")
+                }
+                None => {}
             }
         }
-        match decide(&over, &observations) {
+        self.metrics.override_conflict(now.is_some());
+        self.last_conflict = now;
+    }
+
+    /// Every source, read through the API; `None` when `stop` turned true meanwhile, `Err` when
+    /// there is no client.
+    async fn observe(
+        &mut self,
+        stop: Option<&mut StopReceiver>,
+    ) -> Option<Result<Vec<Observation>, String>> {
+        if self.client.is_none() {
+            match connect(&self.args).await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let client = self.client.clone()?;
+        let cluster = Cluster {
+            client,
+            node: self.args.node().to_string(),
+            namespaces: self.args.namespaces.clone(),
+            timeout: self.args.request_timeout,
+            absence: self.absence.clone(),
+        };
+        let observations = match stop {
+            Some(stop) => tokio::select! {
+                o = cluster.observe() => o,
+                _ = stop.changed() => return None,
+            },
+            None => cluster.observe().await,
+        };
+        self.metrics.sources(&observations);
+        self.say_sources(&observations);
+        if observations
+            .iter()
+            .any(|o| matches!(o.reading, Reading::Unreadable(Reason::Unauthorized, _)))
+        {
+            // A rotated token: the next client reads the file again.
+            self.client = None;
+        }
+        Some(Ok(observations))
+    }
+
+    /// The decision, and the write it calls for. No await: nothing can stop it halfway.
+    fn conclude(&mut self, over: &Override, observations: &[Observation]) -> Outcome {
+        match decide(over, observations) {
             Decision::Keep { reason, detail } => self.keep(reason, &detail),
             Decision::Write { dataplane, because } => {
                 match modecache::apply(&self.args.mode_file, dataplane, &because) {
                     Err(e) => self.keep(Reason::WriteFailed, &e),
-                    Ok(applied) => {
-                        let source = format!("sync: {because}");
-                        match applied {
-                            Applied::Written { ref before } => {
-                                logline::info(&format!(
-                                    "wrote {dataplane} (was {before}): {because}"
-                                ));
-                                self.metrics.wrote();
-                                self.metrics.mode(&dataplane.to_string(), &source);
-                            }
-                            Applied::Unchanged => {
-                                logline::info(&format!("unchanged {dataplane}: {because}"));
-                            }
-                        }
+                    Ok(Applied::Written { before }) => {
+                        logline::info(&format!("wrote {dataplane} (was {before}): {because}"));
+                        self.metrics.wrote();
                         self.metrics.decided();
-                        if matches!(applied, Applied::Written { .. }) {
-                            Outcome::Written
-                        } else {
-                            Outcome::Unchanged
-                        }
+                        Outcome::Written
+                    }
+                    Ok(Applied::Unchanged) => {
+                        logline::info(&format!("unchanged {dataplane}: {because}"));
+                        self.metrics.decided();
+                        Outcome::Unchanged
                     }
                 }
             }
@@ -201,7 +268,7 @@ impl Sync {
     }
 
     /// Evaluate, wait, again, until `stop` turns true.
-    pub async fn run(mut self, mut stop: signal::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: StopReceiver) {
         let trigger = Arc::new(Notify::new());
         let mut watches: Option<JoinSet<()>> = None;
         let mut failures: u32 = 0;
@@ -211,10 +278,13 @@ impl Sync {
             absent: self.args.resync,
         };
         loop {
-            let outcome = self.evaluate().await;
-            // Watches follow the client: none without one (a 401 dropped it), new with a new one.
-            match (&self.client, self.last_override == Override::Auto) {
-                (Some(client), true) => {
+            let Some(outcome) = self.evaluate(Some(&mut stop)).await else {
+                return;
+            };
+            // Watches follow the client: none without one (a 401 dropped it), new with a new
+            // one. They run under an override too, which still reads the cluster.
+            match &self.client {
+                Some(client) => {
                     if watches.is_none() {
                         watches = Some(watch::start(
                             client,

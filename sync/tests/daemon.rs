@@ -79,7 +79,7 @@ fn a_cluster_switch_arrives_by_watch() {
     // The metrics say what was written, by what, and when.
     let (code, body) = d.get("/metrics").unwrap();
     assert_eq!(code, 200);
-    assert!(body.contains("calico_bpf_guard_sync_mode{dataplane=\"nftables\",source=\"sync: FelixConfiguration default bpfEnabled=false; Installation default linuxDataplane=Nftables\"} 1"), "{body}");
+    assert!(body.contains("calico_bpf_guard_sync_mode_info{dataplane=\"nftables\",written_by=\"sync: FelixConfiguration default bpfEnabled=false; Installation default linuxDataplane=Nftables\"} 1"), "{body}");
     assert_eq!(d.metric("calico_bpf_guard_sync_writes_total"), 3.0);
     assert!(d.metric("calico_bpf_guard_sync_last_success_timestamp_seconds") > 1.7e9);
     assert_eq!(d.get("/readyz").map(|r| r.0), Some(200));
@@ -330,10 +330,94 @@ fn the_override_flips_without_a_restart() {
         d.failures("override_invalid") >= 1.0
     });
     assert_eq!(h.mode().as_deref(), Some("iptables"));
+    // A fault of this pod's own configuration: not ready.
+    d.wait_for("not ready", || d.get("/readyz").map(|r| r.0) == Some(503));
     // The key removed from the ConfigMap: back to auto, the cluster's bpf.
     h.set_override(None);
     d.wait_for("bpf again", || h.mode().as_deref() == Some("bpf"));
+    d.wait_for("ready again", || d.get("/readyz").map(|r| r.0) == Some(200));
     assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn an_override_left_on_is_flagged_and_the_cluster_still_watched() {
+    if !have_root("an_override_left_on_is_flagged_and_the_cluster_still_watched") {
+        return;
+    }
+    let h = Harness::new("conflict");
+    h.calico_off();
+    h.set_override(Some("iptables"));
+    let d = h.daemon();
+    let conflict = "calico_bpf_guard_sync_override_conflict";
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    d.wait_for("watches established", || {
+        h.world
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            >= 7
+    });
+    assert_eq!(d.metric(conflict), 0.0, "{}", d.log());
+    // The cluster moves to eBPF; the override left on keeps writing iptables, and says so.
+    // (Waited for on both watches too: the test server polls its world, and a change undone
+    // before a watch looked would never be sent, where kube-apiserver sends every change.)
+    let defaults = || {
+        h.world
+            .events()
+            .iter()
+            .filter(|e| e.contains("metadata.name%3Ddefault") && e.ends_with(" MODIFIED"))
+            .filter(|e| e.contains("/felixconfigurations?"))
+            .count()
+    };
+    let sent = defaults();
+    h.set_felix_default(Some(true));
+    d.wait_for("both watches carried it", || defaults() >= sent + 2);
+    d.wait_for("the conflict", || d.metric(conflict) == 1.0);
+    assert_eq!(h.mode().as_deref(), Some("iptables"));
+    assert!(
+        d.log()
+            .contains("warning: the override dataplane=iptables overrules the cluster, which says bpf (FelixConfiguration default bpfEnabled=true)"),
+        "{}",
+        d.log()
+    );
+    // Back off in the cluster: no conflict; the other way round is one too.
+    h.set_felix_default(Some(false));
+    d.wait_for("no conflict", || d.metric(conflict) == 0.0);
+    h.set_override(Some("bpf"));
+    d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
+    d.wait_for("the conflict again", || d.metric(conflict) == 1.0);
+    // Back to auto: the cluster decides and nothing contradicts it.
+    h.set_override(Some("auto"));
+    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
+    assert_eq!(d.metric(conflict), 0.0);
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn sigterm_stops_it_while_the_api_hangs() {
+    if !have_root("sigterm_stops_it_while_the_api_hangs") {
+        return;
+    }
+    let h = Harness::new("term");
+    h.calico_off();
+    // The Installation list hangs; the request timeout is 10 s, and the DaemonSet's grace
+    // period is 10 s too.
+    h.world.set_faults(&["timeout installations"]).unwrap();
+    let d = h.daemon();
+    d.wait_for("the evaluation under way", || {
+        h.world
+            .requests()
+            .iter()
+            .any(|r| r.contains("felixconfigurations") && r.ends_with("-> 200"))
+    });
+    let asked = std::time::Instant::now();
+    assert_eq!(d.stop(), 0);
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[test]

@@ -211,7 +211,8 @@ impl World {
             .append(true)
             .open(self.dir.join("requests.log"))
         {
-            let _ = writeln!(f, "{line}");
+            // One write per line: threads append at once, and `writeln!` may split a line.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 
@@ -222,7 +223,8 @@ impl World {
             .append(true)
             .open(self.dir.join("events.log"))
         {
-            let _ = writeln!(f, "{line}");
+            // One write per line: threads append at once, and `writeln!` may split a line.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 
