@@ -227,28 +227,45 @@ pub fn bpf_enabled(obj: &Json) -> Reading {
     }
 }
 
-/// `spec.calicoNetwork.linuxDataplane` of an Installation (the operator's default, Iptables,
-/// when unset).
+/// The Installation's `linuxDataplane`, from `spec.calicoNetwork` and from
+/// `status.computed.calicoNetwork` (the operator's merge of the `overlay` Installation over
+/// `default`, which a managed add-on may use to switch the dataplane): BPF when either says so,
+/// else unreadable when either is, else the computed value (what the operator renders), else
+/// the spec's; no value (the operator's default, Iptables) when neither sets it.
 pub fn linux_dataplane(obj: &Json) -> Reading {
-    let raw = obj
-        .get("spec")
-        .and_then(|s| s.get("calicoNetwork"))
-        .and_then(|n| n.get("linuxDataplane"));
+    let at = |path: &[&str], label: &str| {
+        let raw = path
+            .iter()
+            .chain(&["calicoNetwork", "linuxDataplane"])
+            .try_fold(obj, |o, k| o.get(k));
+        linux_dataplane_value(raw, label)
+    };
+    let computed = at(&["status", "computed"], "status.computed ");
+    let spec = at(&["spec"], "");
+    let all = [computed, spec];
+    let pick = |want: fn(&Reading) -> bool| all.iter().find(|r| want(r)).cloned();
+    pick(|r| matches!(r, Reading::Says(v) if v.ebpf_on()))
+        .or_else(|| pick(|r| matches!(r, Reading::Unreadable(..))))
+        .or_else(|| pick(|r| matches!(r, Reading::Says(_))))
+        .unwrap_or(Reading::NoValue)
+}
+
+fn linux_dataplane_value(raw: Option<&Json>, label: &str) -> Reading {
     match raw {
         None | Some(Json::Null) => Reading::NoValue,
         Some(Json::String(s)) => match felix::linux_dataplane(s) {
             Some(dataplane) => Reading::Says(Value::LinuxDataplane {
                 dataplane,
-                text: format!("linuxDataplane={s}"),
+                text: format!("{label}linuxDataplane={s}"),
             }),
             None => Reading::Unreadable(
                 Reason::Unparseable,
-                format!("linuxDataplane={s:?} is not one the operator knows"),
+                format!("{label}linuxDataplane={s:?} is not one the operator knows"),
             ),
         },
         Some(other) => Reading::Unreadable(
             Reason::Unparseable,
-            format!("linuxDataplane is {other}, not a string"),
+            format!("{label}linuxDataplane is {other}, not a string"),
         ),
     }
 }
@@ -396,6 +413,34 @@ mod tests {
         assert!(matches!(
             linux_dataplane(&json!({"spec": {"calicoNetwork": {"linuxDataplane": "Windows"}}})),
             Reading::Unreadable(..)
+        ));
+    }
+
+    #[test]
+    fn installation_status_computed_counts_too() {
+        let both = |spec: &str, computed: &str| {
+            linux_dataplane(&json!({
+                "spec": {"calicoNetwork": {"linuxDataplane": spec}},
+                "status": {"computed": {"calicoNetwork": {"linuxDataplane": computed}}}}))
+        };
+        // An overlay switched to BPF: the computed spec says so, the default's spec does not.
+        assert!(matches!(both("Iptables", "BPF"), Reading::Says(v)
+            if v.ebpf_on() && v.text() == "status.computed linuxDataplane=BPF"));
+        assert!(matches!(both("BPF", "Iptables"), Reading::Says(v) if v.ebpf_on()));
+        assert!(matches!(
+            both("Iptables", "Nftables"),
+            Reading::Says(Value::LinuxDataplane {
+                dataplane: Dataplane::Nftables,
+                ..
+            })
+        ));
+        assert!(matches!(
+            both("Iptables", "Windows"),
+            Reading::Unreadable(..)
+        ));
+        assert!(matches!(
+            linux_dataplane(&json!({"spec": {}, "status": {"computed": {"calicoNetwork": {"linuxDataplane": "BPF"}}}})),
+            Reading::Says(v) if v.ebpf_on()
         ));
     }
 }

@@ -164,6 +164,18 @@ fn installation_and_api_groups() {
     );
     row(
         &h,
+        "Installation overlay BPF: the default's spec Iptables, status.computed BPF",
+        |w| {
+            base(w, Some("Iptables"));
+            let mut i = fixtures::installation(Some("Iptables"));
+            i["status"]["computed"]["calicoNetwork"]["linuxDataplane"] = json!("BPF");
+            w.put("installations", &i).unwrap();
+        },
+        "bpf",
+        "Installation default status.computed linuxDataplane=BPF",
+    );
+    row(
+        &h,
         "Installation Nftables",
         |w| base(w, Some("Nftables")),
         "nftables",
