@@ -20,8 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Every architecture the packages are built for. arm64 joins when its static build route lands
-# (issue 17); until then only amd64.
+# Every architecture the packages are built for. arm64 builds in the cross chroot of issue 17
+# (scripts/arm64-chroot.sh, Debian trixie's Rust 1.85 with the aarch64 standard library):
+# ARCHES="amd64 arm64". The default stays amd64 until that route is on main and CI has the time.
 ARCHES=${ARCHES:-amd64}
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' sync/Cargo.toml | head -n1)
 repo=localhost/calico-bpf-guard-sync
@@ -45,6 +46,16 @@ build_amd64() {
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked -p calico-bpf-guard-sync --target x86_64-unknown-linux-gnu >&2
   echo target/x86_64-unknown-linux-gnu/release/calico-bpf-guard-sync
+}
+
+# The same, for aarch64, in the cross chroot: its gcc links, its arm64 libc.a is linked in.
+build_arm64() {
+  [ -x scripts/arm64-chroot.sh ] || { echo "image: arm64 needs scripts/arm64-chroot.sh (issue 17)" >&2; exit 1; }
+  scripts/arm64-chroot.sh run env CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS=-C target-feature=+crt-static" \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    cargo build --release --locked -p calico-bpf-guard-sync --target aarch64-unknown-linux-gnu >&2
+  echo "${CARGO_TARGET_DIR:-target/trixie}/aarch64-unknown-linux-gnu/release/calico-bpf-guard-sync"
 }
 
 # No dynamic loader, no shared library: anything else would not start FROM scratch.
@@ -71,15 +82,21 @@ podman manifest create "$index" >/dev/null
 for arch in $ARCHES; do
   case "$arch" in
     amd64) bin=$(build_amd64) ;;
+    arm64) bin=$(build_arm64) ;;
     *) echo "image: no static build route for $arch" >&2; exit 1 ;;
   esac
   check_static "$bin"
   install -m 0755 "$bin" "$ctx/calico-bpf-guard-sync"
+  before=$(podman image inspect --format '{{.Id}}' "$name-$arch" 2>/dev/null || true)
   # --layers=false: no intermediate images left behind for the cache.
   podman build --quiet --layers=false --platform "linux/$arch" --timestamp "$epoch" \
     --build-arg "VERSION=$version" -f deploy/image/Containerfile -t "$name-$arch" "$ctx" >/dev/null
   podman manifest add "$index" "containers-storage:$name-$arch" >/dev/null
   if [ "$arch" = "$native" ]; then podman tag "$name-$arch" "$name"; fi
+  # The image this one replaces, now untagged: nothing else refers to it.
+  if [ -n "$before" ] && [ "$before" != "$(podman image inspect --format '{{.Id}}' "$name-$arch")" ]; then
+    podman rmi "$before" >/dev/null 2>&1 || true
+  fi
   printf '%s\t%s bytes (binary %s bytes)\n' "$name-$arch" \
     "$(podman image inspect --format '{{.Size}}' "$name-$arch")" "$(stat -c %s "$bin")" | tee -a "$out/sizes.txt"
 done
