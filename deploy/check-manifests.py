@@ -26,6 +26,7 @@ READ_VERBS = {"get", "list", "watch"}
 RBAC = {
     ("apps", "daemonsets"): (READ_VERBS, {"calico-node"}),
     ("", "configmaps"): ({"get"}, {"calico-config", "kubernetes-services-endpoint"}),
+    ("", "pods"): (READ_VERBS, None),
     ("crd.projectcalico.org", "felixconfigurations"): (READ_VERBS, None),
     ("projectcalico.org", "felixconfigurations"): (READ_VERBS, None),
     ("operator.tigera.io", "installations"): (READ_VERBS, {"default"}),

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -65,6 +65,9 @@ pub fn installation_resource() -> ApiResource {
 
 /// The DaemonSet Felix runs from, in the operator's and the manifests' installs.
 pub const DAEMONSET: &str = "calico-node";
+
+/// The label both put on calico-node's pods.
+pub const CALICO_NODE_LABEL: &str = "k8s-app=calico-node";
 
 /// A ConfigMap's `data`.
 type ConfigMapData = BTreeMap<String, String>;
@@ -123,12 +126,15 @@ impl Cluster {
         let felix = |name: String, kind: Kind| {
             join_all(FELIX_GROUPS.map(|(g, v)| self.felix(g, v, name.clone(), kind)))
         };
-        let (mut out, nodes, defaults, installation) = futures_util::join!(
+        let pods = join_all(self.namespaces.iter().map(|ns| self.pods(ns)));
+        let (mut out, pods, nodes, defaults, installation) = futures_util::join!(
             daemonsets,
+            pods,
             felix(node, Kind::FelixNode),
             felix("default".to_string(), Kind::FelixDefault),
             self.installation()
         );
+        out.extend(pods);
         out.extend(nodes);
         out.extend(defaults);
         out.push(installation);
@@ -171,6 +177,43 @@ impl Cluster {
         Observation {
             kind: Kind::DaemonSetEnv,
             name: format!("DaemonSet {ns}/{DAEMONSET}"),
+            place: ns.to_string(),
+            reading,
+        }
+    }
+
+    /// This node's calico-node pods in `ns` (one; two for a moment in a rolling update): the
+    /// env their Felix runs with, which under `updateStrategy: OnDelete` or mid-rollout is not
+    /// the template's, and which kubelet restarts the pod with after a reboot.
+    async fn pods(&self, ns: &str) -> Observation {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let lp = ListParams::default()
+            .labels(CALICO_NODE_LABEL)
+            .fields(&format!("spec.nodeName={}", self.node));
+        let reading = match tokio::time::timeout(self.timeout, api.list(&lp)).await {
+            Err(_) => Reading::Unreadable(
+                Reason::Timeout,
+                format!("no answer within {:?}", self.timeout),
+            ),
+            Ok(Err(e)) => {
+                let (r, d) = classify(&e);
+                Reading::Unreadable(r, format!("v1 pods must be served: {d}"))
+            }
+            Ok(Ok(list)) if list.items.is_empty() => Reading::Absent,
+            Ok(Ok(list)) => {
+                let mut readings = Vec::new();
+                for pod in &list.items {
+                    readings.push(match sources::pod_env_origin(pod) {
+                        Err(e) => Reading::Unreadable(Reason::Unparseable, e),
+                        Ok(origin) => self.resolve(ns, origin).await,
+                    });
+                }
+                sources::combine(readings)
+            }
+        };
+        Observation {
+            kind: Kind::PodEnv,
+            name: format!("Pod {ns}/calico-node on {}", self.node),
             place: ns.to_string(),
             reading,
         }

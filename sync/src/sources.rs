@@ -4,6 +4,7 @@
 //! `cluster` module does, with what this module says to look up).
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use modefile::Dataplane;
 use serde_json::Value as Json;
 
@@ -53,6 +54,8 @@ pub enum Reading {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     DaemonSetEnv,
+    /// This node's running calico-node pod's env: Felix's env as it runs now.
+    PodEnv,
     FelixNode,
     FelixDefault,
     Installation,
@@ -124,12 +127,20 @@ pub const CALICO_NODE: &str = "calico-node";
 /// Where `FELIX_BPFENABLED` comes from in the DaemonSet's `calico-node` container; `Err` when
 /// the pod template has no such container (not a DaemonSet Felix runs from).
 pub fn env_origin(ds: &DaemonSet) -> Result<EnvOrigin, String> {
-    let container = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
+    container_env(ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()))
+        .map_err(|e| format!("the pod template has {e}"))
+}
+
+/// The same for a running calico-node pod: what its Felix was started with, which during a
+/// rolling update (or under `updateStrategy: OnDelete`) is not yet the template's.
+pub fn pod_env_origin(pod: &Pod) -> Result<EnvOrigin, String> {
+    container_env(pod.spec.as_ref()).map_err(|e| format!("the pod has {e}"))
+}
+
+fn container_env(spec: Option<&PodSpec>) -> Result<EnvOrigin, String> {
+    let container = spec
         .and_then(|p| p.containers.iter().find(|c| c.name == CALICO_NODE))
-        .ok_or_else(|| format!("the pod template has no container {CALICO_NODE:?}"))?;
+        .ok_or_else(|| format!("no container {CALICO_NODE:?}"))?;
     let env = container
         .env
         .iter()

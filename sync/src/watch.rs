@@ -1,5 +1,6 @@
 //! Watches on every source, so that a change in the cluster reaches the node in seconds without
-//! polling: one `kube::runtime::watcher` per object, narrowed by `metadata.name`, which resumes
+//! polling: one `kube::runtime::watcher` per object, narrowed by `metadata.name` (this node's
+//! calico-node pods by label and `spec.nodeName`), which resumes
 //! from its resourceVersion after a break and lists again after a 410. A watch only wakes the
 //! evaluation, and only when what matters changed (a DaemonSet's status changes with every pod
 //! in the cluster; its calico-node env does not); it never decides. Its failures are counted
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
@@ -37,13 +39,20 @@ pub struct Backoff {
 
 struct Follow<K> {
     api: Api<K>,
-    name: String,
+    /// The field selector (`metadata.name=<name>`, or the node for pods).
+    fields: String,
+    /// A label selector, if any.
+    labels: Option<&'static str>,
     label: String,
     fingerprint: fn(&K) -> String,
 }
 
 fn daemonset_env(ds: &DaemonSet) -> String {
     format!("{:?}", sources::env_origin(ds))
+}
+
+fn pod_env(pod: &Pod) -> String {
+    format!("{:?}", sources::pod_env_origin(pod))
 }
 
 fn felix_bpf(o: &DynamicObject) -> String {
@@ -67,9 +76,18 @@ pub fn start(
     for ns in namespaces {
         let f = Follow {
             api: Api::<DaemonSet>::namespaced(client.clone(), ns),
-            name: DAEMONSET.to_string(),
+            fields: format!("metadata.name={DAEMONSET}"),
+            labels: None,
             label: format!("DaemonSet {ns}/{DAEMONSET}"),
             fingerprint: daemonset_env,
+        };
+        set.spawn(follow(f, backoff, trigger.clone(), metrics.clone()));
+        let f = Follow {
+            api: Api::<Pod>::namespaced(client.clone(), ns),
+            fields: format!("spec.nodeName={node}"),
+            labels: Some(cluster::CALICO_NODE_LABEL),
+            label: format!("Pod {ns}/calico-node on {node}"),
+            fingerprint: pod_env,
         };
         set.spawn(follow(f, backoff, trigger.clone(), metrics.clone()));
     }
@@ -79,7 +97,8 @@ pub fn start(
             let f = Follow {
                 api: Api::<DynamicObject>::all_with(client.clone(), &ar),
                 label: format!("FelixConfiguration {name} ({})", ar.api_version),
-                name,
+                fields: format!("metadata.name={name}"),
+                labels: None,
                 fingerprint: felix_bpf,
             };
             set.spawn(follow(f, backoff, trigger.clone(), metrics.clone()));
@@ -88,7 +107,8 @@ pub fn start(
     let ar = cluster::installation_resource();
     let f = Follow {
         api: Api::<DynamicObject>::all_with(client.clone(), &ar),
-        name: "default".to_string(),
+        fields: "metadata.name=default".to_string(),
+        labels: None,
         label: "Installation default".to_string(),
         fingerprint: installation_dataplane,
     };
@@ -100,9 +120,10 @@ async fn follow<K>(f: Follow<K>, backoff: Backoff, trigger: Arc<Notify>, metrics
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let config = watcher::Config::default()
-        .fields(&format!("metadata.name={}", f.name))
-        .any_semantic();
+    let mut config = watcher::Config::default().fields(&f.fields).any_semantic();
+    if let Some(labels) = f.labels {
+        config = config.labels(labels);
+    }
     let mut stream = watcher::watcher(f.api, config).boxed();
     // What the object said when last seen: None before the first list, Some(None) if absent.
     let mut last: Option<Option<String>> = None;

@@ -261,7 +261,7 @@ fn installation_and_api_groups() {
         &h,
         "no Calico at all: keep",
         |w| {
-            w.set_served(&["apps/v1 daemonsets", "v1 configmaps"])
+            w.set_served(&["apps/v1 daemonsets", "v1 configmaps", "v1 pods"])
                 .unwrap();
         },
         "keep no_calico",
@@ -465,4 +465,59 @@ fn daemonset_env_as_kubernetes_builds_it() {
         "iptables",
         "FelixConfiguration default bpfEnabled=false",
     );
+}
+
+#[test]
+fn the_nodes_own_calico_node_pod_counts() {
+    if !have_root("the_nodes_own_calico_node_pod_counts") {
+        return;
+    }
+    let h = Harness::new("pod");
+    let cluster = |w: &World, template: &str, pod: Option<(&str, &str)>| {
+        w.put(
+            "daemonsets",
+            &fixtures::daemonset("kube-system", Some(fixtures::env_value(template))),
+        )
+        .unwrap();
+        felix(w, V1, "default", Some(false));
+        if let Some((node, value)) = pod {
+            w.put(
+                "pods",
+                &fixtures::calico_node_pod("kube-system", node, Some(fixtures::env_value(value))),
+            )
+            .unwrap();
+        }
+    };
+    row(
+        &h,
+        "the template says off, this node's pod still runs with on (OnDelete, mid-rollout)",
+        |w| cluster(w, "false", Some((NODE, "true"))),
+        "bpf",
+        &format!("Pod kube-system/calico-node on {NODE} FELIX_BPFENABLED=true"),
+    );
+    row(
+        &h,
+        "another node's pod is not ours",
+        |w| cluster(w, "false", Some(("worker-2", "true"))),
+        "iptables",
+        "DaemonSet kube-system/calico-node FELIX_BPFENABLED=false",
+    );
+    row(
+        &h,
+        "pod and template agree on off",
+        |w| cluster(w, "false", Some((NODE, "false"))),
+        "iptables",
+        "DaemonSet kube-system/calico-node FELIX_BPFENABLED=false",
+    );
+    row(
+        &h,
+        "pods cannot be listed: keep",
+        |w| {
+            cluster(w, "false", Some((NODE, "false")));
+            w.set_faults(&["403 /pods?"]).unwrap();
+        },
+        "keep forbidden",
+        "",
+    );
+    h.world.set_faults(&[]).unwrap();
 }

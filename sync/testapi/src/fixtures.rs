@@ -73,6 +73,27 @@ pub fn daemonset(namespace: &str, entry: Option<Value>) -> Value {
     o
 }
 
+/// This node's calico-node pod, as the DaemonSet in `namespace` made it (its template, with
+/// `entry` as in `daemonset`), running on `node`.
+pub fn calico_node_pod(namespace: &str, node: &str, entry: Option<Value>) -> Value {
+    let ds = daemonset(namespace, entry);
+    let template = &ds["spec"]["template"];
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels["k8s-app"] = json!("calico-node");
+    let mut spec = template["spec"].clone();
+    spec["nodeName"] = json!(node);
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("calico-node-{node}"), "namespace": namespace,
+                     "labels": labels},
+        "spec": spec,
+        "status": {"phase": "Running"}
+    })
+}
+
 /// `{"name": "FELIX_BPFENABLED", "value": value}`.
 pub fn env_value(value: &str) -> Value {
     json!({"name": "FELIX_BPFENABLED", "value": value})

@@ -203,6 +203,7 @@ fn kind_of(resource: &str) -> String {
         "configmaps" => "ConfigMap".into(),
         "felixconfigurations" => "FelixConfiguration".into(),
         "installations" => "Installation".into(),
+        "pods" => "Pod".into(),
         other => other.trim_end_matches('s').to_string(),
     }
 }
@@ -339,6 +340,7 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
         },
         (None, false) => {
             let mut found = objects(st, &p, selected.as_deref());
+            found.retain(|(_, _, o)| selects(&req.query, o));
             // `stale`: a list that may be answered from the watch cache (resourceVersion=0)
             // gets what a cache that is behind holds: each object as it was before its latest
             // change. A consistent read (no resourceVersion) is never stale.
@@ -419,6 +421,31 @@ fn dirs(st: &State, p: &ApiPath) -> Vec<PathBuf> {
             out
         }
     }
+}
+
+/// Whether `obj` is selected by the request's `labelSelector` (`k=v` terms) and its
+/// `fieldSelector` terms other than `metadata.name` (`spec.nodeName=X`, as for pods).
+fn selects(query: &HashMap<String, String>, obj: &Value) -> bool {
+    let labels = query.get("labelSelector").map_or("", String::as_str);
+    let fields = query.get("fieldSelector").map_or("", String::as_str);
+    let label_ok = labels
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|t| match t.split_once('=') {
+            Some((k, v)) => obj["metadata"]["labels"][k].as_str() == Some(v),
+            None => false,
+        });
+    let fields_ok = fields
+        .split(',')
+        .filter_map(|t| t.split_once('='))
+        .filter(|(k, _)| *k != "metadata.name")
+        .all(|(k, v)| {
+            k.split('.')
+                .try_fold(obj, |o, part| o.get(part))
+                .and_then(Value::as_str)
+                == Some(v)
+        });
+    label_ok && fields_ok
 }
 
 /// (path, resourceVersion, object) of every object of the collection, or only `name`.
@@ -518,7 +545,8 @@ fn stream(
         if !st.world.served().contains(&line) {
             break;
         }
-        let now = objects(st, p, name);
+        let mut now = objects(st, p, name);
+        now.retain(|(_, _, o)| selects(&req.query, o));
         for (path, rv, obj) in &now {
             let what = match known.get(path) {
                 None if first && *rv <= since => None,

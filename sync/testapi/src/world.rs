@@ -23,9 +23,10 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// The resource types a Calico cluster serves, as `served` lists them.
-pub const CALICO_TYPES: [&str; 5] = [
+pub const CALICO_TYPES: [&str; 6] = [
     "apps/v1 daemonsets",
     "v1 configmaps",
+    "v1 pods",
     "crd.projectcalico.org/v1 felixconfigurations",
     "projectcalico.org/v3 felixconfigurations",
     "operator.tigera.io/v1 installations",
