@@ -5,13 +5,31 @@
 # bench/results.md. Needs root. About 10 minutes on 2 cores: the manual procedure starts one
 # process per object, and every tcx attach and detach waits for an RCU grace period.
 # Options go to calico-bpf-bench (see `target/release/calico-bpf-bench --help`).
+# `scripts/bench.sh --compare REF [options]` (make bench-compare REF=...) also builds the guard
+# at commit REF, in a git worktree under target/bench-ref/ with a target dir of its own, and
+# measures both guards in the same runs, taking turns, for figures that survive a noisy machine.
+# The table says the machine's load, the commit measured and whether the tree was clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+baseline=()
+if [ "${1:-}" = --compare ]; then
+  [ -n "${2:-}" ] || { echo "bench: --compare needs a commit (make bench-compare REF=<commit>)" >&2; exit 2; }
+  ref=$(git rev-parse --short "$2^{commit}")
+  shift 2
+fi
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (it mounts bpffs and creates cgroups and network namespaces)" >&2; exit 1; }
 scripts/install-deps.sh bench
 # Peak RSS comes from GNU time (Debian's `time` package), which a minimal image lacks.
 [ -x /usr/bin/time ] || { echo "bench: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 cargo build --release --workspace --quiet
+if [ -n "${ref:-}" ]; then
+  wt=target/bench-ref/$ref
+  [ -d "$wt/tree" ] || git worktree add --detach "$wt/tree" "$ref" >/dev/null
+  # A target dir of its own: the other tree's crate must never stand in for this one's.
+  cargo build --release --quiet --manifest-path "$wt/tree/Cargo.toml" --target-dir "$wt/target" \
+    -p calico-bpf-guard --bin calico-bpf-guard
+  baseline=(--baseline "$wt/target/release/calico-bpf-guard" --baseline-label "$ref")
+fi
 
 # Sandboxes are named cbg-<tag>-<pid>-<n> after the process that made them. The bench removes
 # its own on every path it can see; this catches the ones it cannot (SIGKILL, an abort), from
@@ -38,4 +56,5 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-target/release/calico-bpf-bench --guard target/release/calico-bpf-guard --out bench/results.md "$@"
+target/release/calico-bpf-bench --guard target/release/calico-bpf-guard "${baseline[@]}" \
+  --out bench/results.md "$@"

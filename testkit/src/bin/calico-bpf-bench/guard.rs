@@ -131,30 +131,33 @@ pub fn guard_syscalls(node: &Node, guard: &Path) -> Result<u64> {
     })
 }
 
-/// Medians of a no-op `sweep` (clean node, eBPF off) and of /bin/true, from hyperfine.
-/// hyperfine runs one command's runs and then the other's, so a change in the machine's load
-/// (it is shared) lands on one of them: three rounds, in alternating order, and the median of
-/// each command's medians.
-pub fn noop(guard: &Path, runs: usize) -> Result<Noop> {
-    let sb = Sandbox::new("bench", guard)?;
+/// Medians of a no-op `sweep` (clean node, eBPF off) of each guard and of /bin/true, from
+/// hyperfine. hyperfine runs one command's runs and then the next's, so a change in the
+/// machine's load (it is shared) lands on one of them: three rounds, each in another order, and
+/// the median of each command's medians. `guards[0]` is the one under test; the sandbox's
+/// config is made for it and read the same by the others.
+pub fn noop(guards: &[&Path], runs: usize) -> Result<Noop> {
+    let sb = Sandbox::new("bench", guards[0])?;
     let programs = bpf::ids(IdSpace::Prog)?.len();
     sb.set_mode(Some("iptables"))?;
     let json = sb.dir.path.join("hyperfine.json");
-    let sweep = format!("{} --config {} sweep", guard.display(), sb.config.display());
+    let mut cmds: Vec<String> = guards
+        .iter()
+        .map(|g| format!("{} --config {} sweep", g.display(), sb.config.display()))
+        .collect();
+    cmds.push("/bin/true".into());
     let runs = runs.to_string();
-    let (mut sweeps, mut trues) = (Vec::new(), Vec::new());
+    let mut medians: Vec<Vec<f64>> = vec![Vec::new(); cmds.len()];
     for round in 0..3 {
         check_stop()?;
-        let order = if round % 2 == 0 {
-            [sweep.as_str(), "/bin/true"]
-        } else {
-            ["/bin/true", sweep.as_str()]
-        };
+        // Each round starts with another command: with two guards and /bin/true, every one
+        // goes first once.
+        let order: Vec<usize> = (0..cmds.len()).map(|k| (k + round) % cmds.len()).collect();
         sb.netns().enter(|| {
             let out = Command::new("hyperfine")
                 .args(["-N", "--warmup", "20", "--runs", &runs, "--export-json"])
                 .arg(&json)
-                .args(order)
+                .args(order.iter().map(|&k| cmds[k].as_str()))
                 .stdin(Stdio::null())
                 .output()?;
             ensure!(
@@ -165,21 +168,19 @@ pub fn noop(guard: &Path, runs: usize) -> Result<Noop> {
             Ok(())
         })?;
         let v: Value = serde_json::from_slice(&fs::read(&json)?)?;
-        for (i, cmd) in order.iter().enumerate() {
+        for (i, &k) in order.iter().enumerate() {
             let m = v["results"][i]["median"]
                 .as_f64()
                 .context("no median in hyperfine's JSON")?
                 * 1e3;
-            if *cmd == "/bin/true" {
-                trues.push(m);
-            } else {
-                sweeps.push(m);
-            }
+            medians[k].push(m);
         }
     }
+    let mut medians: Vec<f64> = medians.into_iter().map(median).collect();
+    let true_ms = medians.pop().unwrap_or(f64::NAN);
     Ok(Noop {
-        sweep_ms: median(sweeps),
-        true_ms: median(trues),
+        sweep_ms: medians,
+        true_ms,
         programs,
     })
 }
@@ -188,7 +189,8 @@ pub fn noop(guard: &Path, runs: usize) -> Result<Noop> {
 /// program on the machine, and a Calico-named one anywhere (another test's) makes it walk
 /// cgroups and interfaces too.
 pub struct Noop {
-    pub sweep_ms: f64,
+    /// One per guard, the one under test first.
+    pub sweep_ms: Vec<f64>,
     pub true_ms: f64,
     pub programs: usize,
 }

@@ -27,6 +27,7 @@ use crate::measure::measure;
 use crate::node::{Node, Variant};
 use crate::opts::Opts;
 use crate::report::render;
+use crate::stats::load_average;
 use crate::stop::check_stop;
 
 fn main() -> ExitCode {
@@ -52,7 +53,10 @@ fn run(opts: &Opts) -> Result<()> {
     // kernel tears a namespace with a thousand interfaces down in the background, for seconds,
     // and that would land in the next node's timings.
     eprintln!("== no-op sweep on a clean node against /bin/true (hyperfine)");
-    let noop = noop(&opts.guard, 100)?;
+    let load_start = load_average();
+    let mut guards = vec![opts.guard.as_path()];
+    guards.extend(opts.baseline.as_deref());
+    let noop = noop(&guards, 100)?;
     let mut rows = Vec::new();
     let mut nodes = Vec::new();
     for &variant in &opts.variants {
@@ -68,7 +72,7 @@ fn run(opts: &Opts) -> Result<()> {
             nodes.push(node);
         }
     }
-    let table = render(&rows, &noop);
+    let table = render(opts, &rows, &noop, (load_start, load_average()));
     print!("{table}");
     if let Some(out) = &opts.out {
         fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;

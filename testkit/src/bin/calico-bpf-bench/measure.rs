@@ -3,6 +3,7 @@
 //! table (`report`).
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -13,20 +14,30 @@ use crate::guard::{guard_sweep, guard_syscalls};
 use crate::manual::manual_sweep;
 use crate::node::{Node, Variant};
 use crate::opts::Opts;
-use crate::stats::ms;
+use crate::stats::{load_average, ms};
+
+/// One guard's runs on one node size.
+#[derive(Default)]
+pub struct GuardRuns {
+    pub sweep_ms: Vec<f64>,
+    pub rss_kib: u64,
+    pub syscalls: u64,
+}
 
 /// Everything measured on one node size.
 pub struct Row {
     pub variant: Variant,
     pub n: usize,
     pub objects: usize,
-    pub sweep_ms: Vec<f64>,
-    /// tcx only: the same sweep with `expedite_grace_periods = false`.
+    /// The guard under test, and the baseline's runs interleaved with them (bench-compare).
+    pub guard: GuardRuns,
+    pub baseline: Option<GuardRuns>,
+    /// tcx only, the guard under test: the same sweep with `expedite_grace_periods = false`.
     pub unexpedited_ms: Vec<f64>,
-    pub rss_kib: u64,
-    pub syscalls: u64,
     pub manual: Option<(Duration, u64)>,
     pub floors: Vec<FloorRun>,
+    /// The 1-minute load average before and after this node's runs.
+    pub load: (f64, f64),
 }
 
 impl Row {
@@ -38,6 +49,16 @@ impl Row {
     }
 }
 
+/// One timed sweep of `guard` on a freshly planted node, checked clean after it.
+fn timed(node: &Node, guard: &Path, config: &Path, runs: &mut GuardRuns) -> Result<f64> {
+    node.replant()?;
+    let (wall, kib) = guard_sweep(node, guard, config)?;
+    node.expect_clean("the guard's sweep")?;
+    runs.sweep_ms.push(ms(wall));
+    runs.rss_kib = runs.rss_kib.max(kib);
+    Ok(ms(wall))
+}
+
 pub fn measure(opts: &Opts, node: &Node) -> Result<Row> {
     let t0 = Instant::now();
     let (variant, n) = (node.variant, node.ifaces.len());
@@ -45,12 +66,12 @@ pub fn measure(opts: &Opts, node: &Node) -> Result<Row> {
         variant,
         n,
         objects: node.calico_objects(),
-        sweep_ms: Vec::new(),
+        guard: GuardRuns::default(),
+        baseline: opts.baseline.as_ref().map(|_| GuardRuns::default()),
         unexpedited_ms: Vec::new(),
-        rss_kib: 0,
-        syscalls: 0,
         manual: None,
         floors: Vec::new(),
+        load: (load_average(), f64::NAN),
     };
     // tcx detaches wait for RCU grace periods, which the guard expedites by default: the same
     // sweep without that, from a config of its own.
@@ -63,14 +84,20 @@ pub fn measure(opts: &Opts, node: &Node) -> Result<Row> {
         }
         Variant::Tc => None,
     };
-    // Guard and floor runs alternate, so both see the same machine: grace periods (every tcx
-    // detach waits for one) vary with load from run to run.
+    // Guard, baseline and floor runs alternate, so all see the same machine: grace periods
+    // (every tcx detach waits for one) and a shared machine's load vary from run to run. The
+    // two guards take turns going first.
     for i in 0..opts.runs {
-        node.replant()?;
-        let (wall, kib) = guard_sweep(node, &opts.guard, &node.sb.config)?;
-        node.expect_clean("the guard's sweep")?;
-        row.sweep_ms.push(ms(wall));
-        row.rss_kib = row.rss_kib.max(kib);
+        let config = &node.sb.config;
+        let baseline_first = i % 2 == 1;
+        let mut base_ms = None;
+        if let (Some(b), Some(runs), true) = (&opts.baseline, &mut row.baseline, baseline_first) {
+            base_ms = Some(timed(node, b, config, runs)?);
+        }
+        let wall = timed(node, &opts.guard, config, &mut row.guard)?;
+        if let (Some(b), Some(runs), false) = (&opts.baseline, &mut row.baseline, baseline_first) {
+            base_ms = Some(timed(node, b, config, runs)?);
+        }
         if let Some(config) = &unexpedited {
             node.replant()?;
             let (wall, _) = guard_sweep(node, &opts.guard, config)?;
@@ -91,10 +118,14 @@ pub fn measure(opts: &Opts, node: &Node) -> Result<Row> {
         };
         node.expect_clean("the kernel-floor run")?;
         eprintln!(
-            "   run {}: sweep {:.1} ms, {kib} KiB; kernel: writes {:.1} ms, reads {:.1} ms before \
-             ({:.1} programs and links, {:.1} cgroups, {:.1} pins, {:.1} network), {:.1} ms after",
+            "   run {}: sweep {wall:.1} ms{}; kernel: writes {:.1} ms, reads {:.1} ms before \
+             ({:.1} programs and links, {:.1} cgroups, {:.1} pins, {:.1} network), {:.1} ms after; \
+             load {:.2}",
             i + 1,
-            ms(wall),
+            base_ms.map_or_else(String::new, |b| format!(
+                " ({}: {b:.1} ms)",
+                opts.baseline_label
+            )),
             ms(f.writes.total()),
             ms(f.before.total()),
             ms(f.before.programs),
@@ -102,13 +133,20 @@ pub fn measure(opts: &Opts, node: &Node) -> Result<Row> {
             ms(f.before.pins),
             ms(f.before.network),
             ms(f.after.total()),
+            load_average(),
         );
         row.floors.push(f);
     }
     node.replant()?;
-    row.syscalls = guard_syscalls(node, &opts.guard)?;
+    row.guard.syscalls = guard_syscalls(node, &opts.guard)?;
     node.expect_clean("the guard's sweep under strace")?;
-    eprintln!("   syscalls: {}", row.syscalls);
+    eprintln!("   syscalls: {}", row.guard.syscalls);
+    if let (Some(b), Some(runs)) = (&opts.baseline, &mut row.baseline) {
+        node.replant()?;
+        runs.syscalls = guard_syscalls(node, b)?;
+        node.expect_clean("the baseline's sweep under strace")?;
+        eprintln!("   syscalls, {}: {}", opts.baseline_label, runs.syscalls);
+    }
 
     if opts.manual_max.is_none_or(|max| n <= max) {
         node.replant()?;
@@ -118,6 +156,7 @@ pub fn measure(opts: &Opts, node: &Node) -> Result<Row> {
         eprintln!("   manual: {:.1} s, {} processes", m.0.as_secs_f64(), m.1);
         row.manual = Some(m);
     }
+    row.load.1 = load_average();
     eprintln!("   ({:.0} s for this node)", t0.elapsed().as_secs_f64());
     Ok(row)
 }

@@ -15,6 +15,13 @@ pub struct Opts {
     /// The guard binary to measure.
     #[arg(long, value_name = "PATH")]
     pub guard: PathBuf,
+    /// A second guard binary (another commit's build) measured in the same runs, interleaved
+    /// with the first, so that both see the same machine (`make bench-compare`).
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// What the table calls the baseline (its commit, say).
+    #[arg(long, value_name = "TEXT", default_value = "baseline")]
+    pub baseline_label: String,
     /// Interfaces per node, one node each (with --hold, the first).
     #[arg(
         long,

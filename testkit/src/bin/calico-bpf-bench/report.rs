@@ -7,6 +7,7 @@ use std::process::Command;
 use crate::guard::{rcu_expedited, Noop, RCU_EXPEDITED};
 use crate::measure::Row;
 use crate::node::Variant;
+use crate::opts::Opts;
 use crate::stats::{median, ms};
 
 fn cmd_line(cmd: &str, args: &[&str]) -> String {
@@ -19,26 +20,72 @@ fn cmd_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-pub fn render(rows: &[Row], noop: &Noop) -> String {
-    let mut s = String::new();
+/// The commit of the tree the bench was built from, and whether it had uncommitted changes
+/// (results.md aside, which the bench itself writes).
+fn commit() -> String {
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let dirty = !cmd_line("git", &["-C", repo, "status", "--porcelain", "--", "src"]).is_empty();
-    let _ = writeln!(
-        s,
-        "Measured by `make bench` on kernel {}, {} cores, guard commit {}{}.\n",
-        cmd_line("uname", &["-r"]),
-        cmd_line("nproc", &[]),
+    let dirty = !cmd_line(
+        "git",
+        &[
+            "-C",
+            repo,
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!bench/results.md",
+        ],
+    )
+    .is_empty();
+    format!(
+        "{}{}",
         cmd_line("git", &["-C", repo, "rev-parse", "--short", "HEAD"]),
         if dirty {
             " with uncommitted changes"
         } else {
-            ""
+            " (clean)"
         }
+    )
+}
+
+/// A machine busier than this at the start measures its own load, not the product.
+const QUIET_LOAD: f64 = 1.0;
+
+/// `load`: the 1-minute load average at the start and at the end of the whole bench.
+pub fn render(opts: &Opts, rows: &[Row], noop: &Noop, load: (f64, f64)) -> String {
+    let mut s = String::new();
+    let this = commit();
+    let _ = writeln!(
+        s,
+        "Measured by `make bench` on kernel {}, {} cores, guard commit {this}{}. Load average \
+         (1 minute) {:.2} at the start, {:.2} at the end.\n",
+        cmd_line("uname", &["-r"]),
+        cmd_line("nproc", &[]),
+        match &opts.baseline {
+            Some(_) => format!(
+                "; baseline {} measured in the same runs, interleaved",
+                opts.baseline_label
+            ),
+            None => String::new(),
+        },
+        load.0,
+        load.1,
     );
-    s += "| node | Calico objects | guard `sweep` (median) | per interface | peak RSS | syscalls | manual bpftool + tc | guard vs manual | kernel floor (writes) | guard / floor |\n";
-    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    // An unreadable load (NaN) is no proof of a quiet machine.
+    if load.0 > QUIET_LOAD || load.0.is_nan() {
+        let _ = writeln!(
+            s,
+            "**A loaded machine** (load average over {QUIET_LOAD} at the start): the times below \
+             are this machine's under that load, not the product's. Syscall counts and peak \
+             RSS do not depend on load; the guards' side-by-side figures were measured in the \
+             same runs, taking turns.\n"
+        );
+    }
+    s += "| node | Calico objects | guard `sweep` (median) | per interface | peak RSS | syscalls | manual bpftool + tc | guard vs manual | kernel floor (writes) | guard / floor | load |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
-        let sweep = median(r.sweep_ms.clone());
+        let sweep = median(r.guard.sweep_ms.clone());
         let floor = ms(r.floor().writes.total());
         let manual = match r.manual {
             Some((d, procs)) => (
@@ -49,18 +96,20 @@ pub fn render(rows: &[Row], noop: &Noop) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} × {} | {} | {:.1} ms | {:.1} µs | {:.1} MiB | {} | {} | {} | {:.1} ms | {:.2}× |",
+            "| {} × {} | {} | {:.1} ms | {:.1} µs | {:.1} MiB | {} | {} | {} | {:.1} ms | {:.2}× | {:.1}–{:.1} |",
             r.n,
             r.variant.name(),
             r.objects,
             sweep,
             sweep * 1e3 / r.n as f64,
-            r.rss_kib as f64 / 1024.0,
-            r.syscalls,
+            r.guard.rss_kib as f64 / 1024.0,
+            r.guard.syscalls,
             manual.0,
             manual.1,
             floor,
-            sweep / floor
+            sweep / floor,
+            r.load.0,
+            r.load.1,
         );
     }
     let tcx: Vec<&Row> = rows
@@ -78,7 +127,10 @@ pub fn render(rows: &[Row], noop: &Noop) -> String {
         s += "| node | guard `sweep`, expedited (default) | guard `sweep`, `expedite_grace_periods = false` | expedited is |\n";
         s += "|---|---:|---:|---:|\n";
         for r in tcx {
-            let (on, off) = (median(r.sweep_ms.clone()), median(r.unexpedited_ms.clone()));
+            let (on, off) = (
+                median(r.guard.sweep_ms.clone()),
+                median(r.unexpedited_ms.clone()),
+            );
             let _ = writeln!(
                 s,
                 "| {} × {} | {on:.1} ms | {off:.1} ms | {:.0}× faster |",
@@ -112,10 +164,10 @@ pub fn render(rows: &[Row], noop: &Noop) -> String {
             ms(f.before.total()),
             ms(f.after.total()),
             ideal,
-            median(r.sweep_ms.clone()) / ideal
+            median(r.guard.sweep_ms.clone()) / ideal
         );
     }
-    let sweep = |r: &Row| median(r.sweep_ms.clone());
+    let sweep = |r: &Row| median(r.guard.sweep_ms.clone());
     let mut growth = Vec::new();
     for v in [Variant::Tc, Variant::Tcx] {
         let of: Vec<&Row> = rows.iter().filter(|r| r.variant == v).collect();
@@ -144,15 +196,75 @@ pub fn render(rows: &[Row], noop: &Noop) -> String {
     if !growth.is_empty() {
         let _ = writeln!(s, "\nGrowth: {}.", growth.join("; "));
     }
+    let baseline_noop = match (noop.sweep_ms.get(1), &opts.baseline) {
+        (Some(b), Some(_)) => format!("; {}: {b:.2} ms", opts.baseline_label),
+        _ => String::new(),
+    };
+    let guard_noop = noop.sweep_ms.first().copied().unwrap_or(f64::NAN);
     let _ = writeln!(
         s,
         "\nNo-op `sweep` on a clean node (eBPF off, nothing to remove; {} BPF programs loaded on \
-         the machine), hyperfine, median of three rounds' medians of 100 runs: {:.2} ms; \
-         `/bin/true`: {:.2} ms; difference {:.2} ms.",
+         the machine), hyperfine, median of three rounds' medians of 100 runs: {guard_noop:.2} ms\
+         {baseline_noop}; `/bin/true`: {:.2} ms; difference {:.2} ms.",
         noop.programs,
-        noop.sweep_ms,
         noop.true_ms,
-        noop.sweep_ms - noop.true_ms
+        guard_noop - noop.true_ms
     );
+    if opts.baseline.is_some() {
+        s += &side_by_side(opts, rows, &this);
+    }
+    s
+}
+
+/// The baseline and the guard under test, node by node, from the same runs.
+fn side_by_side(opts: &Opts, rows: &[Row], this: &str) -> String {
+    let mut s = format!(
+        "\nSide by side, from the same runs (the two guards took turns on the same node, each \
+         run from a fresh plant): {} against this tree ({this}).\n\n| node | | {} | this tree | \
+         change |\n|---|---|---:|---:|---:|\n",
+        opts.baseline_label, opts.baseline_label
+    );
+    for r in rows {
+        let Some(b) = &r.baseline else { continue };
+        let node = format!("{} × {}", r.n, r.variant.name());
+        let (old, new) = (median(b.sweep_ms.clone()), median(r.guard.sweep_ms.clone()));
+        let ideal = ms(r.floor().total());
+        let change = |o: f64, n: f64| format!("{:+.0} %", (n / o - 1.0) * 100.0);
+        let mut line = |what: &str, o: String, n: String, c: String| {
+            let _ = writeln!(s, "| {node} | {what} | {o} | {n} | {c} |");
+        };
+        line(
+            "`sweep`, median",
+            format!("{old:.1} ms"),
+            format!("{new:.1} ms"),
+            change(old, new),
+        );
+        line(
+            "syscalls",
+            b.syscalls.to_string(),
+            r.guard.syscalls.to_string(),
+            change(b.syscalls as f64, r.guard.syscalls as f64),
+        );
+        line(
+            "peak RSS",
+            format!("{:.1} MiB", b.rss_kib as f64 / 1024.0),
+            format!("{:.1} MiB", r.guard.rss_kib as f64 / 1024.0),
+            change(b.rss_kib as f64, r.guard.rss_kib as f64),
+        );
+        line(
+            "guard / (reads + writes)",
+            format!("{:.2}×", old / ideal),
+            format!("{:.2}×", new / ideal),
+            String::new(),
+        );
+        if let Some((d, _)) = r.manual {
+            line(
+                "vs manual bpftool + tc",
+                format!("{:.0}× faster", ms(d) / old),
+                format!("{:.0}× faster", ms(d) / new),
+                String::new(),
+            );
+        }
+    }
     s
 }
