@@ -4,6 +4,7 @@
 //! and never waits forever for the kernel.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -51,18 +52,69 @@ impl Rtnl {
         packet.serialize(&mut out[at..]);
     }
 
-    /// One datagram from the kernel; a timeout is an error that says what went unanswered.
-    pub(super) fn recv(&mut self, asked: &str) -> io::Result<usize> {
-        match self.socket.recv(&mut &mut self.buf[..], 0) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the kernel did not answer {asked} within {} s",
-                    RECEIVE_TIMEOUT.as_secs()
-                ),
-            )),
-            r => r,
+    /// What the kernel has queued, up to `slots` datagrams, each into its own equal part of the
+    /// buffer, in one call (recvmmsg) that waits only for the first: the answers to a batch of
+    /// requests, queued before the send returned, come in one call rather than one each. A
+    /// datagram longer than its part is an error, never half an answer; a timeout is an error
+    /// that says what went unanswered. Returns where each datagram lies in the buffer.
+    pub(super) fn recv_many(&mut self, asked: &str, slots: usize) -> io::Result<Vec<Range<usize>>> {
+        let slot = self.buf.len() / slots.max(1);
+        let base = self.buf.as_mut_ptr();
+        let mut iov: Vec<libc::iovec> = (0..slots.max(1))
+            .map(|i| libc::iovec {
+                // SAFETY: i * slot + slot <= buf.len(): each part lies within the buffer.
+                iov_base: unsafe { base.add(i * slot) }.cast(),
+                iov_len: slot,
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: mmsghdr is plain data; all zero is an empty header, filled in below.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: the fd is the socket's own; every header points at one iovec of `iov`, each
+        // over its own part of `buf`, all alive and unaliased for the call; no timeout pointer
+        // (SO_RCVTIMEO bounds the wait for the first datagram).
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the kernel did not answer {asked} within {} s",
+                        RECEIVE_TIMEOUT.as_secs()
+                    ),
+                )
+            } else {
+                e
+            });
         }
+        msgs[..n as usize]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    return Err(invalid(format!(
+                        "an answer to {asked} longer than the {slot} bytes received"
+                    )));
+                }
+                Ok(i * slot..i * slot + m.msg_len as usize)
+            })
+            .collect()
     }
 
     /// Send one request and collect the answer: every message of a dump, or the ack.
@@ -93,6 +145,21 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
         asked: &str,
+        each: impl FnMut(u16, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.exchange_in(msg, flags, asked, 1, each)
+    }
+
+    /// As `exchange`, receiving up to `slots` datagrams per call (see `recv_many`): a dump
+    /// whose answer fits one datagram ends with a second, its NLMSG_DONE, which the kernel
+    /// makes while the first is received, so two slots take a small dump in one call. Only for
+    /// answers whose datagrams fit a slot each: a tc dump's, never an interface dump's.
+    pub(super) fn exchange_in(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        asked: &str,
+        slots: usize,
         mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut out = Vec::new();
@@ -100,35 +167,37 @@ impl Rtnl {
         self.socket.send(&out, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         loop {
-            let n = self.recv(asked)?;
-            let mut off = 0;
-            while off < n {
-                let reply = NetlinkBuffer::new_checked(&self.buf[off..n]).map_err(invalid)?;
-                let len = reply.length() as usize;
-                // Answers to an earlier request that timed out may still arrive: skip them.
-                if reply.sequence_number() == self.seq {
-                    match reply.message_type() {
-                        NLMSG_DONE => return Ok(()),
-                        NLMSG_ERROR => {
-                            // struct nlmsgerr: the (negative) errno first; 0 is an ack.
-                            return match u32_at(reply.payload(), 0)? as i32 {
-                                0 => Ok(()),
-                                code => Err(io::Error::from_raw_os_error(-code)),
-                            };
-                        }
-                        t if t >= NLMSG_MIN_TYPE => {
-                            each(t, reply.payload())?;
-                            if !dump {
-                                return Ok(());
+            for got in self.recv_many(asked, slots)? {
+                let mut off = got.start;
+                while off < got.end {
+                    let reply =
+                        NetlinkBuffer::new_checked(&self.buf[off..got.end]).map_err(invalid)?;
+                    let len = reply.length() as usize;
+                    // Answers to an earlier request that timed out may still arrive: skip them.
+                    if reply.sequence_number() == self.seq {
+                        match reply.message_type() {
+                            NLMSG_DONE => return Ok(()),
+                            NLMSG_ERROR => {
+                                // struct nlmsgerr: the (negative) errno first; 0 is an ack.
+                                return match u32_at(reply.payload(), 0)? as i32 {
+                                    0 => Ok(()),
+                                    code => Err(io::Error::from_raw_os_error(-code)),
+                                };
                             }
+                            t if t >= NLMSG_MIN_TYPE => {
+                                each(t, reply.payload())?;
+                                if !dump {
+                                    return Ok(());
+                                }
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
+                    if len == 0 {
+                        break;
+                    }
+                    off += (len + 3) & !3;
                 }
-                if len == 0 {
-                    break;
-                }
-                off += (len + 3) & !3;
             }
         }
     }
@@ -200,7 +269,7 @@ mod tests {
         let mut rtnl = Rtnl::open().expect("a netlink socket needs no privilege");
         set_receive_timeout(&rtnl.socket, Duration::from_millis(20)).expect("SO_RCVTIMEO");
         let err = rtnl
-            .recv("a dump of the qdiscs")
+            .recv_many("a dump of the qdiscs", 1)
             .expect_err("nothing was asked, so nothing arrives");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(

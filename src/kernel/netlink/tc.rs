@@ -76,10 +76,11 @@ impl Rtnl {
         msg.header.parent = TcHandle::from(parent);
         let mut out = Vec::new();
         let asked = format!("a dump of the tc filters of interface {ifindex}");
-        let dumped = self.exchange(
+        let dumped = self.exchange_in(
             RouteNetlinkMessage::GetTrafficFilter(msg),
             NLM_F_DUMP,
             &asked,
+            DUMP_SLOTS,
             |t, payload| {
                 if t == RTM_NEWTFILTER {
                     let f = filter(payload)?;
@@ -155,40 +156,43 @@ impl Rtnl {
         let mut results: Vec<io::Result<Option<Filter>>> = (0..count).map(|_| Ok(None)).collect();
         let last_seq = self.seq;
         loop {
-            let n = match self.recv(asked) {
-                Ok(n) => n,
+            let got = match self.recv_many(asked, ANSWER_SLOTS) {
+                Ok(got) => got,
                 // An answer may be lost: none of the results can be trusted then.
                 Err(e) => return all_failed(&e),
             };
-            let mut off = 0;
             let mut done = false;
-            while off < n {
-                let reply = match NetlinkBuffer::new_checked(&self.buf[off..n]) {
-                    Ok(r) => r,
-                    Err(e) => return all_failed(&invalid(e)),
-                };
-                let len = reply.length() as usize;
-                let i = reply.sequence_number().wrapping_sub(first_seq) as usize;
-                if i <= last {
-                    match reply.message_type() {
-                        NLMSG_ERROR => {
-                            match u32_at(reply.payload(), 0) {
-                                Ok(0) => {}
-                                Ok(code) => {
-                                    results[i] = Err(io::Error::from_raw_os_error(-(code as i32)))
+            for got in got {
+                let mut off = got.start;
+                while off < got.end {
+                    let reply = match NetlinkBuffer::new_checked(&self.buf[off..got.end]) {
+                        Ok(r) => r,
+                        Err(e) => return all_failed(&invalid(e)),
+                    };
+                    let len = reply.length() as usize;
+                    let i = reply.sequence_number().wrapping_sub(first_seq) as usize;
+                    if i <= last {
+                        match reply.message_type() {
+                            NLMSG_ERROR => {
+                                match u32_at(reply.payload(), 0) {
+                                    Ok(0) => {}
+                                    Ok(code) => {
+                                        results[i] =
+                                            Err(io::Error::from_raw_os_error(-(code as i32)))
+                                    }
+                                    Err(e) => results[i] = Err(e),
                                 }
-                                Err(e) => results[i] = Err(e),
+                                done |= reply.sequence_number() == last_seq;
                             }
-                            done |= reply.sequence_number() == last_seq;
+                            RTM_NEWTFILTER => results[i] = filter(reply.payload()).map(Some),
+                            _ => {}
                         }
-                        RTM_NEWTFILTER => results[i] = filter(reply.payload()).map(Some),
-                        _ => {}
                     }
+                    if len == 0 {
+                        break;
+                    }
+                    off += (len + 3) & !3;
                 }
-                if len == 0 {
-                    break;
-                }
-                off += (len + 3) & !3;
             }
             if done {
                 return results;
@@ -202,6 +206,16 @@ impl Rtnl {
 /// buffer (208 KiB by default): at 64, even a batch answered whole cannot overflow it and lose
 /// an answer.
 pub const FILTER_BATCH: usize = 64;
+
+/// How many answers to a batch come per receive call, each in 4 KiB of the 64 KiB buffer. A
+/// tc filter's answer (or an error naming its request) is a few hundred bytes; a filter of
+/// another kind with more than 4 KiB of options in a planned place fails its read-back, and is
+/// not deleted.
+const ANSWER_SLOTS: usize = 16;
+
+/// A tc dump's datagrams fit 32 KiB (the kernel sizes them by what the receiver takes, at most
+/// 32 KiB): two slots take a small dump and its end in one call.
+const DUMP_SLOTS: usize = 2;
 
 /// The kernel finds a filter by interface, parent, chain, priority and protocol (tcm_info) and
 /// then handle. No kind: a filter of another kind in that place is answered too, and is not
