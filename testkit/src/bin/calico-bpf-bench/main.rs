@@ -26,7 +26,7 @@ use crate::guard::noop;
 use crate::measure::measure;
 use crate::node::{Node, Variant};
 use crate::opts::Opts;
-use crate::report::render;
+use crate::report::{commit, render};
 use crate::stats::load_average;
 use crate::stop::check_stop;
 
@@ -54,6 +54,7 @@ fn run(opts: &Opts) -> Result<()> {
     // and that would land in the next node's timings.
     eprintln!("== no-op sweep on a clean node against /bin/true (hyperfine)");
     let load_start = load_average();
+    let commit = commit();
     let mut guards = vec![opts.guard.as_path()];
     guards.extend(opts.baseline.as_deref());
     let noop = noop(&guards, 100)?;
@@ -72,7 +73,7 @@ fn run(opts: &Opts) -> Result<()> {
             nodes.push(node);
         }
     }
-    let table = render(opts, &rows, &noop, (load_start, load_average()));
+    let table = render(opts, &rows, &noop, (load_start, load_average()), &commit);
     print!("{table}");
     if let Some(out) = &opts.out {
         fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;

@@ -21,8 +21,9 @@ fn cmd_line(cmd: &str, args: &[&str]) -> String {
 }
 
 /// The commit of the tree the bench was built from, and whether it had uncommitted changes
-/// (results.md aside, which the bench itself writes).
-fn commit() -> String {
+/// (results.md aside, which the bench itself writes). Asked when the bench starts, with the
+/// binaries it measures just built: an edit made while it runs is not what it measured.
+pub fn commit() -> String {
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let dirty = !cmd_line(
         "git",
@@ -53,9 +54,9 @@ fn commit() -> String {
 const QUIET_LOAD: f64 = 1.0;
 
 /// `load`: the 1-minute load average at the start and at the end of the whole bench.
-pub fn render(opts: &Opts, rows: &[Row], noop: &Noop, load: (f64, f64)) -> String {
+/// `this`: `commit()` at the start.
+pub fn render(opts: &Opts, rows: &[Row], noop: &Noop, load: (f64, f64), this: &str) -> String {
     let mut s = String::new();
-    let this = commit();
     let _ = writeln!(
         s,
         "Measured by `make bench` on kernel {}, {} cores, guard commit {this}{}. Load average \
@@ -211,7 +212,7 @@ pub fn render(opts: &Opts, rows: &[Row], noop: &Noop, load: (f64, f64)) -> Strin
         guard_noop - noop.true_ms
     );
     if opts.baseline.is_some() {
-        s += &side_by_side(opts, rows, &this);
+        s += &side_by_side(opts, rows, this);
     }
     s
 }
