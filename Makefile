@@ -30,6 +30,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features failpoints -- -D warnings
 
+# The declared minimum Rust (Cargo.toml's rust-version: trixie's rustc and cargo 1.85) builds
+# the workspace, in the trixie cross chroot that scripts/arm64-chroot.sh makes and caches
+# (needs root and `scripts/install-deps.sh package`).
+.PHONY: msrv
+msrv:
+	scripts/arm64-chroot.sh run cargo build --locked --workspace --all-targets --features failpoints
+
 # Each fuzz target for FUZZ_SECONDS (cargo-fuzz on stable via RUSTC_BOOTSTRAP).
 FUZZ_SECONDS ?= 30
 fuzz:
