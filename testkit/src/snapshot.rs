@@ -3,7 +3,7 @@
 //! so a bug there cannot hide itself.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -49,35 +49,51 @@ fn walk(
     leaf: &mut dyn FnMut(&Path),
 ) -> Result<()> {
     let top = open(root).with_context(|| format!("opening {}", root.display()))?;
-    let mut stack = vec![(top, PathBuf::new())];
-    while let Some((fd, rel)) = stack.pop() {
-        visit(&fd, &rel)?;
-        let mut list = nix::dir::Dir::openat(
-            &fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .with_context(|| format!("listing {}", root.join(&rel).display()))?;
-        for e in list.iter() {
-            let e = e?;
-            let name = OsStr::from_bytes(e.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
+    // Depth first, holding open only the directories from the root down to where the walk is,
+    // with the names of the subdirectories each still has to give: a test makes thousands of
+    // sibling cgroups, more than a test process may have fds (1,024 by default).
+    let mut stack: Vec<(OwnedFd, PathBuf, Vec<OsString>)> = Vec::new();
+    let mut next = Some((top, PathBuf::new()));
+    loop {
+        if let Some((fd, rel)) = next.take() {
+            visit(&fd, &rel)?;
+            let mut subdirs = Vec::new();
+            let mut list = nix::dir::Dir::openat(
+                &fd,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                Mode::empty(),
+            )
+            .with_context(|| format!("listing {}", root.join(&rel).display()))?;
+            for e in list.iter() {
+                let e = e?;
+                let name = OsStr::from_bytes(e.file_name().to_bytes());
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let st = fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    subdirs.push(name.to_os_string());
+                } else {
+                    leaf(&rel.join(name));
+                }
             }
-            let st = fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-                let child = openat(
-                    &fd,
-                    name,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )?;
-                stack.push((child, rel.join(name)));
-            } else {
-                leaf(&rel.join(name));
-            }
+            stack.push((fd, rel, subdirs));
         }
+        let Some((fd, rel, subdirs)) = stack.last_mut() else {
+            break;
+        };
+        let Some(name) = subdirs.pop() else {
+            stack.pop();
+            continue;
+        };
+        let child = openat(
+            &*fd,
+            name.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        next = Some((child, rel.join(&name)));
     }
     Ok(())
 }
