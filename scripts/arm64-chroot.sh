@@ -89,7 +89,8 @@ add_packages() {
 
 # run CMD...: in a private mount namespace, bind the tree (and its git directory, when the tree
 # is a worktree whose git directory lies elsewhere), the cargo registry and the pinned zig
-# tools, then chroot and run CMD from the tree's directory.
+# tools, then chroot and run CMD from the tree's directory. Plain cargo builds for
+# --target aarch64-unknown-linux-gnu link with the cross gcc (rustc would call the amd64 cc).
 run() {
     [ $# -gt 0 ] || die "run: no command"
     make_chroot
@@ -138,7 +139,7 @@ run() {
         env -i PATH=/opt/zig:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root \
         CARGO_HOME=/root/.cargo CARGO_TARGET_DIR="$target" CI="${CI:-}" \
         CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}" TERM="${TERM:-dumb}" LANG=C.UTF-8 \
-        PKG_CONFIG_ALLOW_CROSS=1 \
+        PKG_CONFIG_ALLOW_CROSS=1 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
         PKG_CONFIG_PATH_aarch64_unknown_linux_gnu=/usr/lib/aarch64-linux-gnu/pkgconfig \
         ARCH="${ARCH:-}" ARM64_CHROOT=1 ${SOURCE_DATE_EPOCH:+SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH"} \
         bash -c 'cd "$0" && exec "$@"' "$PWD" "$@"

@@ -71,10 +71,10 @@ impl Node {
         }
         sb.netns().ip_batch(&batch)?;
         if variant == Variant::Tc {
-            let qdiscs: String = names
-                .iter()
-                .map(|d| format!("qdisc add dev {d} clsact\n"))
-                .collect();
+            let mut qdiscs = String::new();
+            for d in &names {
+                writeln!(qdiscs, "qdisc add dev {d} clsact")?;
+            }
             sandbox::run_stdin("tc", &["-n", &sb.netns().name, "-batch", "-"], &qdiscs)?;
         }
         let links = sb.netns().enter(|| Ok(Rtnl::open()?.links()?))?;
