@@ -7,11 +7,7 @@ mod common;
 use common::*;
 
 fn list_requests(h: &Harness) -> usize {
-    h.world
-        .requests()
-        .iter()
-        .filter(|r| !r.contains("watch=true"))
-        .count()
+    h.requests_where(|r| !r.contains("watch=true"))
 }
 
 /// `count` once it has not moved for a second: whatever the start set off is over.
@@ -54,17 +50,7 @@ fn a_cluster_switch_arrives_by_watch() {
         return;
     }
     let h = Harness::new("switch");
-    h.calico_off();
-    let d = h.daemon();
-    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    let d = h.daemon_watching_off();
     h.set_felix_default(Some(true));
     d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
     assert!(h
@@ -92,17 +78,7 @@ fn a_lagging_watch_cache_does_not_hold_a_stale_off() {
         return;
     }
     let h = Harness::new("stale");
-    h.calico_off();
-    let d = h.daemon();
-    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    let d = h.daemon_watching_off();
     // Another API server's watch cache is behind: a resourceVersion=0 list still says off
     // after the watch said on. The evaluation reads consistently, so the switch lands now,
     // not at the next resync (10 minutes here).
@@ -120,17 +96,7 @@ fn status_churn_costs_no_request_and_writes_nothing() {
         return;
     }
     let h = Harness::new("churn");
-    h.calico_off();
-    let d = h.daemon();
-    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    let d = h.daemon_watching_off();
     let evals = settled(|| evaluations(&d));
     let lists = list_requests(&h);
     let before = std::fs::metadata(&h.mode_file).unwrap();
@@ -213,36 +179,17 @@ fn a_broken_watch_resumes() {
         return;
     }
     let h = Harness::new("broken");
-    h.calico_off();
-    let d = h.daemon();
-    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    let d = h.daemon_watching_off();
     // Every watch connection breaks, and keeps breaking for a while.
     h.world.set_faults(&["drop watch=true"]).unwrap();
     d.wait_for("broken watches counted", || {
-        d.failures("watch_broken") >= 7.0
+        d.failures("watch_broken") >= WATCHES as f64
     });
     h.world.set_faults(&[]).unwrap();
-    let watches = h
-        .world
-        .requests()
-        .iter()
-        .filter(|r| r.contains("watch=true") && r.ends_with("-> 200"))
-        .count();
+    let open = |r: &str| r.contains("watch=true") && r.ends_with("-> 200");
+    let watches = h.requests_where(open);
     d.wait_for("watches again", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true") && r.ends_with("-> 200"))
-            .count()
-            >= watches + 7
+        h.requests_where(open) >= watches + WATCHES
     });
     h.set_felix_default(Some(true));
     d.wait_for("bpf through the resumed watch", || {
@@ -283,17 +230,7 @@ fn a_rotated_token_is_read_again() {
         return;
     }
     let h = Harness::new("rotate");
-    h.calico_off();
-    let d = h.daemon();
-    d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    let d = h.daemon_watching_off();
     // kubelet rotates the projected token; the old one is refused from now on.
     h.world.rotate_token("token-1").unwrap();
     h.set_felix_default(Some(true));
@@ -350,14 +287,7 @@ fn an_override_left_on_is_flagged_and_the_cluster_still_watched() {
     let d = h.daemon();
     let conflict = "calico_bpf_guard_sync_override_conflict";
     d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    h.wait_watching(&d);
     assert_eq!(d.metric(conflict), 0.0, "{}", d.log());
     // The cluster moves to eBPF; the override left on keeps writing iptables, and says so.
     // (Waited for on both watches too: the test server polls its world, and a change undone
@@ -485,14 +415,7 @@ fn a_deleted_object_and_bookmarks_are_understood() {
         .unwrap();
     let d = h.daemon();
     d.wait_for("bpf", || h.mode().as_deref() == Some("bpf"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    h.wait_watching(&d);
     // The test server sends a BOOKMARK every second on every watch; a shape kube-rs could not
     // read would break the watch and count.
     d.wait_for("two bookmarks on every watch", || {

@@ -44,14 +44,7 @@ fn the_shipped_clusterrole_grants_every_request() {
         .unwrap();
     let d = h.daemon();
     d.wait_for("iptables", || h.mode().as_deref() == Some("iptables"));
-    d.wait_for("watches established", || {
-        h.world
-            .requests()
-            .iter()
-            .filter(|r| r.contains("watch=true"))
-            .count()
-            >= 7
-    });
+    h.wait_watching(&d);
     h.world
         .put("installations", &fixtures::installation(Some("BPF")))
         .unwrap();

@@ -54,6 +54,11 @@ fn own_network() {
 }
 
 /// A test's own directory, world, server and mode file; all removed on drop.
+/// The watches a started daemon keeps open with the default namespaces: the calico-node
+/// DaemonSet and this node's calico-node pods in calico-system and kube-system (4), the
+/// FelixConfigurations node.<node> and default in both API groups (4), and Installation default.
+pub const WATCHES: usize = 9;
+
 pub struct Harness {
     pub dir: PathBuf,
     pub world: World,
@@ -156,6 +161,29 @@ impl Harness {
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Requests the server has answered whose line (method, path, query, status) matches.
+    pub fn requests_where(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.world.requests().iter().filter(|r| pred(r)).count()
+    }
+
+    /// Waits until `d` has asked for every watch, so that a change made next reaches it by
+    /// watch and not by its first lists.
+    pub fn wait_watching(&self, d: &Daemon) {
+        d.wait_for("watches established", || {
+            self.requests_where(|r| r.contains("watch=true")) >= WATCHES
+        });
+    }
+
+    /// A cluster with eBPF off and a daemon that has written `iptables` and watches it all:
+    /// where most daemon tests start.
+    pub fn daemon_watching_off(&self) -> Daemon {
+        self.calico_off();
+        let d = self.daemon();
+        d.wait_for("iptables", || self.mode().as_deref() == Some("iptables"));
+        self.wait_watching(&d);
+        d
     }
 
     /// The sync as the DaemonSet runs it, with a test's short delays.
