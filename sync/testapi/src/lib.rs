@@ -4,11 +4,13 @@
 //! time through files in its world directory. Used in-process by `sync/tests` and as the
 //! `calico-bpf-guard-testapi` binary by the podman end-to-end test; never shipped.
 
+mod apipath;
 pub mod fixtures;
 pub mod rbac;
 pub mod server;
 pub mod status;
 pub mod tls;
+mod versions;
 pub mod wire;
 pub mod world;
 

@@ -4,10 +4,9 @@
 //! the world's injected faults. One thread per connection, one request per connection.
 //! It never changes the world, except the files it writes at start and the request log.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fs;
-use std::hash::{Hash, Hasher};
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,8 +19,10 @@ use anyhow::{Context, Result};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{json, Value};
 
+use crate::apipath::{api_version, builtin, kind_of, parse_path, ApiPath};
 use crate::rbac;
 use crate::status::{self, Target};
+use crate::versions::Versions;
 use crate::wire::{self, Request};
 use crate::world::{collection_dir, type_line, World};
 
@@ -37,52 +38,6 @@ const WATCH_POLL: Duration = Duration::from_millis(100);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
 /// `answer`'s word for a watch, which logs itself when it starts.
 const STREAMED: u16 = u16::MAX;
-
-/// resourceVersions: a counter bumped whenever a file's content is seen to change, and each
-/// object's version before its latest change (what a lagging watch cache still serves).
-#[derive(Default)]
-struct Versions {
-    counter: u64,
-    seen: HashMap<PathBuf, (u64, u64, Vec<u8>)>,
-    before: HashMap<PathBuf, (u64, Vec<u8>)>,
-}
-
-impl Versions {
-    fn observe(&mut self, path: &Path, bytes: Option<&[u8]>) -> Option<u64> {
-        match bytes {
-            Some(b) => {
-                let mut h = DefaultHasher::new();
-                b.hash(&mut h);
-                let hash = h.finish();
-                match self.seen.get(path) {
-                    Some((old, rv, _)) if *old == hash => Some(*rv),
-                    _ => {
-                        self.counter += 1;
-                        let old = self
-                            .seen
-                            .insert(path.to_path_buf(), (hash, self.counter, b.to_vec()));
-                        if let Some((_, rv, bytes)) = old {
-                            self.before.insert(path.to_path_buf(), (rv, bytes));
-                        }
-                        Some(self.counter)
-                    }
-                }
-            }
-            None => {
-                if self.seen.remove(path).is_some() {
-                    self.counter += 1;
-                }
-                self.before.remove(path);
-                None
-            }
-        }
-    }
-
-    /// The object's version before its latest change, if it changed since first seen.
-    fn stale(&self, path: &Path) -> Option<(u64, Vec<u8>)> {
-        self.before.get(path).cloned()
-    }
-}
 
 struct State {
     world: World,
@@ -119,10 +74,7 @@ impl Server {
         let state = Arc::new(State {
             world: world.clone(),
             tls,
-            versions: Mutex::new(Versions {
-                counter: 1000,
-                ..Versions::default()
-            }),
+            versions: Mutex::new(Versions::starting_at(1000)),
             stop: AtomicBool::new(false),
         });
         let st = state.clone();
@@ -160,65 +112,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// What a request path names.
-#[derive(Debug)]
-struct ApiPath {
-    group: String,
-    version: String,
-    namespace: Option<String>,
-    resource: String,
-    name: Option<String>,
-}
-
-fn parse_path(p: &str) -> Option<ApiPath> {
-    let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
-    let (group, version, rest) = match parts.as_slice() {
-        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
-        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
-        _ => return None,
-    };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
-        _ => (None, rest),
-    };
-    let (resource, name) = match rest {
-        [r] => (r.to_string(), None),
-        [r, n] => (r.to_string(), Some(n.to_string())),
-        _ => return None,
-    };
-    Some(ApiPath {
-        group,
-        version,
-        namespace,
-        resource,
-        name,
-    })
-}
-
-fn kind_of(resource: &str) -> String {
-    match resource {
-        "daemonsets" => "DaemonSet".into(),
-        "configmaps" => "ConfigMap".into(),
-        "felixconfigurations" => "FelixConfiguration".into(),
-        "installations" => "Installation".into(),
-        "pods" => "Pod".into(),
-        other => other.trim_end_matches('s').to_string(),
-    }
-}
-
-fn api_version(p: &ApiPath) -> String {
-    if p.group.is_empty() {
-        p.version.clone()
-    } else {
-        format!("{}/{}", p.group, p.version)
-    }
-}
-
-/// Built-in types' lists carry no kind/apiVersion on their items; custom resources' do.
-fn builtin(group: &str) -> bool {
-    group.is_empty() || group == "apps"
 }
 
 fn serve(st: &State, tcp: TcpStream) {
@@ -395,7 +288,7 @@ fn answer(st: &State, s: &mut impl Write, req: &Request, line: &str) -> u16 {
 }
 
 fn current(st: &State) -> u64 {
-    st.versions.lock().map(|v| v.counter).unwrap_or(0)
+    st.versions.lock().map(|v| v.current()).unwrap_or(0)
 }
 
 /// The collection's directories: one namespace, or every namespace (and cluster scope).
@@ -571,7 +464,7 @@ fn stream(
                 let rv = match st.versions.lock() {
                     Ok(mut v) => {
                         v.observe(&path, None);
-                        v.counter
+                        v.current()
                     }
                     Err(_) => 0,
                 };

@@ -1,19 +1,7 @@
 //! The test API server's world: a directory whose files are the cluster, re-read on every
 //! request, so a test (or a shell script) changes the cluster by writing files, while the
-//! server runs. Layout (also in /work/coord/testapi.md and the README):
-//!
-//! - `token`: the one bearer token accepted (rotate it by writing a new one).
-//! - `served`: the resource types served, one `group/version resource` a line (`v1` for core);
-//!   a type not listed answers 404 like a CRD that is not installed.
-//! - `objects/<group or core>/<version>/<namespace or _>/<resource>/<name>.json`.
-//! - `faults`: lines `<action> <substring>`: a request whose `METHOD path?query` contains the
-//!   substring gets the action (401 403 404 500 503 timeout garbage drop gone stale; `stale`
-//!   answers a `resourceVersion=0` list with each object as it was before its latest change).
-//! - `rbac.yaml`: when present, only what its Roles/ClusterRoles grant is allowed (else 403).
-//! - written by the server: `ca.crt`, `server.der`, `server.key.der` (kept across restarts),
-//!   `kubeconfig`, `port`, `requests.log`, `events.log` (every watch event sent).
-//!
-//! This module reads and writes those files; it never serves.
+//! server runs (the layout is on `World`). This module reads and writes those files; it never
+//! serves.
 
 use std::fs;
 use std::io::Write;
@@ -32,7 +20,18 @@ pub const CALICO_TYPES: [&str; 6] = [
     "operator.tigera.io/v1 installations",
 ];
 
-/// A handle on a world directory.
+/// A handle on a world directory. Its layout:
+///
+/// - `token`: the one bearer token accepted (rotate it by writing a new one).
+/// - `served`: the resource types served, one `group/version resource` a line (`v1` for core);
+///   a type not listed answers 404 like a CRD that is not installed.
+/// - `objects/<group or core>/<version>/<namespace or _>/<resource>/<name>.json`.
+/// - `faults`: lines `<action> <substring>`: a request whose `METHOD path?query` contains the
+///   substring gets the action (401 403 404 500 503 timeout garbage drop gone stale; `stale`
+///   answers a `resourceVersion=0` list with each object as it was before its latest change).
+/// - `rbac.yaml`: when present, only what its Roles/ClusterRoles grant is allowed (else 403).
+/// - written by the server: `ca.crt`, `server.der`, `server.key.der` (kept across restarts),
+///   `kubeconfig`, `port`, `requests.log`, `events.log` (every watch event sent).
 #[derive(Clone, Debug)]
 pub struct World {
     pub dir: PathBuf,
