@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """The house check (`make lint`): how the project's Rust modules import one another.
 
-For every crate in the repository (the guard's library and binary, the testkit, its binaries,
-each integration test and fuzz target) it reads the module tree from `mod` declarations and the
+For every crate in the workspace (the mode file's library, the guard's library and binary, the
+testkit and its binaries, the sync and its test API server, each integration test and fuzz
+target) it reads the module tree from `mod` declarations and the
 edges from the paths the code names (`crate::…`, `super::…`, `self::…`, a child module's name,
 `use` trees flattened), comments and string literals left out. A `#[cfg(test)] mod x;` file is
 its parent's own tests and counts as the parent. Then it fails on:
 
   - a circle: modules that import one another, directly or round a loop (a child that imports
     the parent that re-exports it counts);
-  - an arrow back up: in the guard's library, an import of a module on a higher floor than the
-    importer's (FLOORS below, lowest first; every top-level module must have a floor);
+  - an arrow back up: in the guard's library, the mode file's, the sync's and its test API
+    server's, an import of a module on a higher floor than the importer's (FLOORS below, lowest
+    first; every top-level module must have a floor);
   - a source file over MAX_LINES lines;
   - a module file that does not open with one `//!` paragraph (what it is for, what it never
-    does) in src/ and testkit/src/.
+    does) in every crate's src/.
 
 Usage: scripts/house.py [--graph] [--root DIR]   (--graph prints every crate's edges; --root
 checks another checkout, e.g. an old commit's worktree)
@@ -47,6 +49,33 @@ FLOORS = {
         ["report"],
         ["metrics"],
         ["run"],
+    ],
+    # The mode file: what a bad file says (invalid) below reading and writing it (files).
+    "modefile/src/lib.rs": [
+        ["invalid"],
+        ["files"],
+    ],
+    # The sync, as its data flows: the words (arguments, log lines, failure reasons, Felix's
+    # values, the absence hold), what each source said, reading them from the API, the
+    # decision, the override that feeds it, writing the mode file, the metrics and their HTTP
+    # endpoint, the watches that wake an evaluation, and the loop on top.
+    "sync/src/main.rs": [
+        ["cli", "logline", "reason", "felix", "absence"],
+        ["sources"],
+        ["cluster"],
+        ["decide"],
+        ["override_file"],
+        ["modecache"],
+        ["metrics"],
+        ["http"],
+        ["watch"],
+        ["run"],
+    ],
+    # The test API server: the world, the wire, paths, versions, RBAC and status pages below
+    # the server that serves them.
+    "sync/testapi/src/lib.rs": [
+        ["apipath", "fixtures", "rbac", "status", "tls", "versions", "wire", "world"],
+        ["server"],
     ],
 }
 
@@ -251,23 +280,31 @@ def name(modpath):
     return "::".join(modpath) or "crate"
 
 
+# The workspace's crates (directories holding a Cargo.toml with src/), lowest first.
+CRATE_DIRS = ("modefile", ".", "testkit", "sync/testapi", "sync")
+
+
 def crate_roots():
     roots = []
-    for rel in ("src/lib.rs", "src/main.rs", "testkit/src/lib.rs", "testkit/src/main.rs"):
-        if os.path.exists(os.path.join(ROOT, rel)):
-            roots.append(rel)
-    for d in ("testkit/src/bin", "src/bin"):
-        full = os.path.join(ROOT, d)
+    for c in CRATE_DIRS:
+        for rel in ("src/lib.rs", "src/main.rs"):
+            if os.path.exists(os.path.join(ROOT, c, rel)):
+                roots.append(os.path.normpath(os.path.join(c, rel)))
+        full = os.path.join(ROOT, c, "src/bin")
         if os.path.isdir(full):
             for e in sorted(os.listdir(full)):
+                d = os.path.normpath(os.path.join(c, "src/bin"))
                 if e.endswith(".rs"):
                     roots.append(os.path.join(d, e))
                 elif os.path.exists(os.path.join(full, e, "main.rs")):
                     roots.append(os.path.join(d, e, "main.rs"))
-    for d in ("tests", "fuzz/fuzz_targets"):
-        full = os.path.join(ROOT, d)
+        full = os.path.join(ROOT, c, "tests")
         if os.path.isdir(full):
+            d = os.path.normpath(os.path.join(c, "tests"))
             roots.extend(os.path.join(d, e) for e in sorted(os.listdir(full)) if e.endswith(".rs"))
+    full = os.path.join(ROOT, "fuzz/fuzz_targets")
+    if os.path.isdir(full):
+        roots.extend(os.path.join("fuzz/fuzz_targets", e) for e in sorted(os.listdir(full)) if e.endswith(".rs"))
     return roots
 
 
@@ -312,7 +349,8 @@ def main():
                 for d in dsts:
                     if m and d and floor_of[d[0]] > floor_of[m[0]]:
                         problems.append(f"{root}: arrow back up: {name(m)} imports {name(d)}")
-    for top in ("src", "testkit/src", "tests", "fuzz"):
+    documented = tuple(os.path.normpath(os.path.join(c, "src")) for c in CRATE_DIRS)
+    for top in ("src", "testkit/src", "tests", "fuzz", "modefile", "sync"):
         for dirpath, _, names in os.walk(os.path.join(ROOT, top)):
             if "/target" in dirpath:
                 continue
@@ -325,7 +363,7 @@ def main():
                     n = sum(1 for _ in fh)
                 if n > MAX_LINES:
                     problems.append(f"{rel}: {n} lines, over {MAX_LINES}")
-                if top in ("src", "testkit/src") and path in files_seen:
+                if rel.startswith(tuple(d + "/" for d in documented)) and path in files_seen:
                     check_docs(path, rel, problems)
     for p in problems:
         print(p)

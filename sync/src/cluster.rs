@@ -1,26 +1,7 @@
 //! Reading Calico's sources through the Kubernetes API, once per evaluation, into
-//! `Observation`s in Felix's precedence order. Every object is read by a `list` with the field
-//! selector `metadata.name=<name>`, a consistent read (no `resourceVersion`; since Kubernetes
-//! 1.31 served from the watch cache once it is provably current), never `resourceVersion=0`: in
-//! an HA control plane that may be answered by an API server whose cache is behind the one whose
-//! watch woke the evaluation, and a stale "off" would then stand until the next resync. A list,
-//! because it tells the two 404s apart that a `get` mixes up:
-//!
-//! - **Absent, fine.** A list that answers 404 means the resource type is not served: a CRD that
-//!   is not installed (FelixConfiguration in one of its two API groups, Installation without the
-//!   operator). That source does not exist; the metric `source_present` says so. A type that
-//!   was served earlier in this process counts as absent only once its 404 has lasted the
-//!   hold time (`absence`); until then it is a failure (`not_found`).
-//!   A list that answers 200 with no item means the object does not exist: no calico-node
-//!   DaemonSet in that namespace, no FelixConfiguration `node.<name>` or `default` (Felix then
-//!   uses the next source, as it does), no Installation `default`.
-//! - **Must exist (404 is a failure, the cache is kept).** `apps/v1` daemonsets (served by every
-//!   API server), and a ConfigMap (or its key) that the calico-node container references for
-//!   `FELIX_BPFENABLED` without `optional: true`: Kubernetes cannot start that container
-//!   without it, so its value cannot be known.
-//!
-//! Every other failure (unreachable, timeout, 401, 403, 5xx, an answer that does not parse)
-//! makes that one source unreadable. This module never decides and never writes.
+//! `Observation`s in Felix's precedence order, each with whether it was absent, present or
+//! unreadable (the rules are on `Cluster::observe`). This module never decides and never
+//! writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,6 +101,29 @@ fn type_key(ar: &ApiResource) -> String {
 
 impl Cluster {
     /// Every source, read concurrently, in Felix's precedence order.
+    ///
+    /// Every object is read by a `list` with the field
+    /// selector `metadata.name=<name>`, a consistent read (no `resourceVersion`; since Kubernetes
+    /// 1.31 served from the watch cache once it is provably current), never `resourceVersion=0`: in
+    /// an HA control plane that may be answered by an API server whose cache is behind the one whose
+    /// watch woke the evaluation, and a stale "off" would then stand until the next resync. A list,
+    /// because it tells the two 404s apart that a `get` mixes up:
+    ///
+    /// - **Absent, fine.** A list that answers 404 means the resource type is not served: a CRD that
+    ///   is not installed (FelixConfiguration in one of its two API groups, Installation without the
+    ///   operator). That source does not exist; the metric `source_present` says so. A type that
+    ///   was served earlier in this process counts as absent only once its 404 has lasted the
+    ///   hold time (`absence`); until then it is a failure (`not_found`).
+    ///   A list that answers 200 with no item means the object does not exist: no calico-node
+    ///   DaemonSet in that namespace, no FelixConfiguration `node.<name>` or `default` (Felix then
+    ///   uses the next source, as it does), no Installation `default`.
+    /// - **Must exist (404 is a failure, the cache is kept).** `apps/v1` daemonsets (served by every
+    ///   API server), and a ConfigMap (or its key) that the calico-node container references for
+    ///   `FELIX_BPFENABLED` without `optional: true`: Kubernetes cannot start that container
+    ///   without it, so its value cannot be known.
+    ///
+    /// Every other failure (unreachable, timeout, 401, 403, 5xx, an answer that does not parse)
+    /// makes that one source unreadable.
     pub async fn observe(&self) -> Vec<Observation> {
         let daemonsets = join_all(self.namespaces.iter().map(|ns| self.daemonset(ns)));
         let node = format!("node.{}", self.node);

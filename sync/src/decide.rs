@@ -1,18 +1,6 @@
 //! The decision: from the override and what every source said, the one value to write, or the
 //! reason to keep the cached one. This is the safety rule, as a pure function with a table of
 //! every precedence row beside it; it never reads, writes or logs.
-//!
-//! In order:
-//! 1. An override other than `auto` is written as it is; an invalid one keeps the cache.
-//! 2. `bpf` as soon as any readable source says eBPF, whatever the others say (an Installation
-//!    that says BPF before the operator flipped the FelixConfiguration, a FelixConfiguration
-//!    that an environment variable overrides): leaving eBPF objects alone is the safe side.
-//! 3. Any source that exists but could not be read keeps the cache: "off" needs every source.
-//! 4. No calico-node DaemonSet in any namespace looked at keeps the cache (`no_calico`): the
-//!    sync follows a running Calico; a node whose Calico was removed gets the override `none`.
-//! 5. Otherwise eBPF is off: `nftables` or `vpp` when the Installation says so, else `iptables`.
-//!    The `source` names what Felix itself would go by: the first source in Felix's precedence
-//!    (env, FelixConfiguration node.<name>, FelixConfiguration default) that sets the value.
 
 use modefile::Dataplane;
 
@@ -49,6 +37,20 @@ fn named(o: &Observation, v: &Value) -> String {
     format!("{} {}", o.name, v.text())
 }
 
+/// The one value to write, or the reason to keep the cache.
+///
+/// In order:
+/// 1. An override other than `auto` is written as it is; an invalid one keeps the cache.
+/// 2. `bpf` as soon as any readable source says eBPF, whatever the others say (an Installation
+///    that says BPF before the operator flipped the FelixConfiguration, a FelixConfiguration
+///    that an environment variable overrides): leaving eBPF objects alone is the safe side.
+/// 3. Any source that exists but could not be read keeps the cache: "off" needs every source.
+/// 4. No calico-node DaemonSet in any namespace looked at keeps the cache (`no_calico`): the
+///    sync follows a running Calico; a node whose Calico was removed gets the override `none`.
+/// 5. Otherwise eBPF is off: `nftables` or `vpp` when the Installation says so, else `iptables`.
+///    The `source` names what Felix itself would go by: the first source in Felix's precedence
+///    (env, FelixConfiguration node.<name>, FelixConfiguration default) that sets the value.
+///
 /// `observations` must be in Felix's precedence order (the `cluster` module reads them so).
 pub fn decide(over: &Override, observations: &[Observation]) -> Decision {
     match over {
