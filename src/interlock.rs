@@ -14,12 +14,12 @@ use serde::Serialize;
 use crate::kernel::bpf;
 use crate::kernel::fs::{has_effective_cap, held_bpf_fds, HeldBpfFd, CAP_SYS_PTRACE};
 use crate::kernel::is_gone;
-use crate::kernel::task_files::{task_files, TaskFile};
+use crate::kernel::task_files::{own_files, task_files, TaskFile};
 use crate::logging::{self, Level};
 use crate::plan::{Action, ObjId, Step, StepKind};
 
 /// Fds the interlock holds on the plan's objects at once. It opens one per object and reads
-/// every task's files while they are open, so a large plan (a node with 1,000 Calico
+/// its own files (or, before 6.1, every task's) while they are open, so a large plan (a node with 1,000 Calico
 /// interfaces has thousands of objects) is looked at in batches: the guard's open fds stay
 /// bounded, whatever the plan, within the unit's LimitNOFILE.
 pub const BATCH: usize = 256;
@@ -88,6 +88,48 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
         .into_iter()
         .collect();
     let unavailable = crate::failpoint::task_files_unavailable().map(std::io::Error::other);
+    let found = match unavailable {
+        Some(e) => Err(e),
+        None => match identify(&wanted)? {
+            Some(files) => task_files().map(|all| holders_of(&all, &files)),
+            None => scan_per_batch(&wanted)?,
+        },
+    };
+    match found {
+        Ok(holders) => Ok(Interlock {
+            holders,
+            ..Interlock::default()
+        }),
+        Err(e) => from_proc(steps, &e),
+    }
+}
+
+/// Which file (`f_op`, `private_data`) each object is, read a batch of objects at a time from
+/// this process's own files: every task's files are then read once, however many batches, and
+/// on a node with a thousand pods and their files that walk, not the batch, is the cost. The
+/// fds are closed before that walk, which is sound: a file someone holds keeps its object, and
+/// so its address, alive; the address of an object freed meanwhile may now be another's, whose
+/// holder would be reported, never missed. None where this process's files cannot be read
+/// alone (a kernel before 6.1).
+fn identify(wanted: &[ObjId]) -> Result<Option<HashMap<(u64, u64), ObjId>>> {
+    let mut by_file = HashMap::new();
+    for batch in wanted.chunks(BATCH) {
+        let own = open_own(batch)?;
+        let Ok(files) = own_files() else {
+            return Ok(None);
+        };
+        let own_fds: Vec<(u32, ObjId)> = own
+            .iter()
+            .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
+            .collect();
+        by_file.extend(files_of(&files, &own_fds));
+    }
+    Ok(Some(by_file))
+}
+
+/// The holders where this process's files can only be read with every other task's: a walk of
+/// them all per batch of objects. The inner error is the iterator's (for /proc instead).
+fn scan_per_batch(wanted: &[ObjId]) -> Result<std::io::Result<Vec<Holder>>> {
     let mut holders = Vec::new();
     for batch in wanted.chunks(BATCH) {
         let own = open_own(batch)?;
@@ -95,28 +137,17 @@ pub fn scan(steps: &[Step]) -> Result<Interlock> {
             .iter()
             .map(|(fd, o)| (fd.as_raw_fd() as u32, *o))
             .collect();
-        let files = match &unavailable {
-            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            None => task_files(),
+        let files = match task_files() {
+            Ok(files) => files,
+            Err(e) => return Ok(Err(e)),
         };
-        match files {
-            Ok(files) => {
-                for h in match_files(&files, &own_fds) {
-                    for obj in h.holds {
-                        hold(&mut holders, h.pid, &h.comm, obj);
-                    }
-                }
-            }
-            Err(e) => {
-                drop(own);
-                return from_proc(steps, &e);
+        for h in match_files(&files, &own_fds) {
+            for obj in h.holds {
+                hold(&mut holders, h.pid, &h.comm, obj);
             }
         }
     }
-    Ok(Interlock {
-        holders,
-        ..Interlock::default()
-    })
+    Ok(Ok(holders))
 }
 
 /// This process's own fds on `objects`, those that still exist.
@@ -195,12 +226,22 @@ pub fn scan_settled(steps: &[Step]) -> Result<Interlock> {
 
 /// Holders from the iterator's records: `own` are this process's fds on the objects.
 pub fn match_files(files: &[TaskFile], own: &[(u32, ObjId)]) -> Vec<Holder> {
+    holders_of(files, &files_of(files, own))
+}
+
+/// The file each of this process's fds in `own` is, from its own records (`tgid` 0).
+fn files_of(files: &[TaskFile], own: &[(u32, ObjId)]) -> HashMap<(u64, u64), ObjId> {
     let mut by_file: HashMap<(u64, u64), ObjId> = HashMap::new();
     for f in files.iter().filter(|f| f.tgid == 0) {
         if let Some((_, obj)) = own.iter().find(|(fd, _)| *fd == f.fd) {
             by_file.insert((f.f_op, f.private_data), *obj);
         }
     }
+    by_file
+}
+
+/// The other tasks holding one of the files in `by_file`.
+fn holders_of(files: &[TaskFile], by_file: &HashMap<(u64, u64), ObjId>) -> Vec<Holder> {
     let mut out: Vec<Holder> = Vec::new();
     for f in files.iter().filter(|f| f.tgid != 0) {
         if let Some(obj) = by_file.get(&(f.f_op, f.private_data)) {

@@ -134,14 +134,19 @@ fn program(tgid_off: u32, comm_off: u32, f_op_off: u32, private_off: u32) -> Vec
     ]
 }
 
-/// The iterator's link, made once per process: parsing the kernel's BTF and loading the
+/// The iterator's links, made once per process: parsing the kernel's BTF and loading the
 /// program take milliseconds, and a sweep reads the iterator several times (before it applies,
-/// at each checkpoint, once per batch of objects), where every millisecond is part of the
-/// window in which a new holder goes unseen. A failure is kept too, as its kind and text.
-static LINK: OnceLock<Result<OwnedFd, (io::ErrorKind, String)>> = OnceLock::new();
+/// and at each checkpoint), where every millisecond is part of the window in which a new
+/// holder goes unseen. A failure is kept too, as its kind and text. `ALL` walks every task,
+/// `OWN` this process only.
+static ALL: OnceLock<Result<OwnedFd, (io::ErrorKind, String)>> = OnceLock::new();
+static OWN: OnceLock<Result<OwnedFd, (io::ErrorKind, String)>> = OnceLock::new();
 
-fn link() -> io::Result<BorrowedFd<'static>> {
-    match LINK.get_or_init(|| make_link().map_err(|e| (e.kind(), e.to_string()))) {
+fn link(
+    cell: &'static OnceLock<Result<OwnedFd, (io::ErrorKind, String)>>,
+    own: bool,
+) -> io::Result<BorrowedFd<'static>> {
+    match cell.get_or_init(|| make_link(own).map_err(|e| (e.kind(), e.to_string()))) {
         Ok(fd) => Ok(fd.as_fd()),
         Err((kind, text)) => Err(io::Error::new(*kind, text.clone())),
     }
@@ -150,8 +155,19 @@ fn link() -> io::Result<BorrowedFd<'static>> {
 /// Every open file of every task. Errors when the kernel lacks BTF or task_file iterators;
 /// the caller then falls back to /proc.
 pub fn task_files() -> io::Result<Vec<TaskFile>> {
+    read(link(&ALL, false)?)
+}
+
+/// This process's own open files (every record's `tgid` is 0): a walk as long as this process's
+/// fd table, not the whole machine's. Errors on a kernel that cannot iterate one process's
+/// files (before 6.1, whose iterator takes no pid), as well as where `task_files` would.
+pub fn own_files() -> io::Result<Vec<TaskFile>> {
+    read(link(&OWN, true)?)
+}
+
+fn read(link: BorrowedFd<'_>) -> io::Result<Vec<TaskFile>> {
     // SAFETY: plain syscall wrapper.
-    let iter = owned(unsafe { sys::bpf_iter_create(link()?.as_raw_fd()) })?;
+    let iter = owned(unsafe { sys::bpf_iter_create(link.as_raw_fd()) })?;
     let mut bytes = Vec::new();
     std::fs::File::from(iter).read_to_end(&mut bytes)?;
     Ok(bytes
@@ -172,9 +188,9 @@ pub fn task_files() -> io::Result<Vec<TaskFile>> {
         .collect())
 }
 
-/// The iterator program, built from the kernel's BTF, loaded and linked. The link keeps the
-/// program.
-fn make_link() -> io::Result<OwnedFd> {
+/// The iterator program, built from the kernel's BTF, loaded and linked, for every task or
+/// (`own`) for this process alone. The link keeps the program.
+fn make_link(own: bool) -> io::Result<OwnedFd> {
     let btf = Btf::from_vmlinux().map_err(|e| {
         let e = from_rs(e);
         io::Error::new(e.kind(), format!("loading the kernel's BTF: {e}"))
@@ -221,10 +237,18 @@ fn make_link() -> io::Result<OwnedFd> {
             &mut opts,
         )
     })?;
-    let link_opts = sys::bpf_link_create_opts {
+    // A pid in the link's info walks that process only (6.1); an older kernel, whose info is
+    // shorter, refuses the non-zero bytes past its end (E2BIG) rather than walk every task.
+    let mut info = sys::bpf_iter_link_info::default();
+    info.task.pid = std::process::id();
+    let mut link_opts = sys::bpf_link_create_opts {
         sz: size_of::<sys::bpf_link_create_opts>() as _,
         ..Default::default()
     };
-    // SAFETY: link_opts outlives the call.
+    if own {
+        link_opts.iter_info = &mut info;
+        link_opts.iter_info_len = size_of::<sys::bpf_iter_link_info>() as _;
+    }
+    // SAFETY: link_opts and info outlive the call.
     owned(unsafe { sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_ITER, &link_opts) })
 }
