@@ -228,12 +228,18 @@ fn a_plan_larger_than_the_fd_limit_is_looked_at_in_batches() {
     assert!(removed.len() > 2 * calico_bpf_guard::interlock::BATCH);
     sb.set_mode(Some("iptables")).unwrap();
     let before = sb.snapshot();
-    // Map ids grow as they are made, and the plan's objects are batched in id order.
-    let held = calico_bpf_guard::kernel::bpf::obj_get(&globals.join("cali_m999")).unwrap();
+    // Map ids grow as they are made, and the plan's objects are batched in id order: holders
+    // in the first batch and in the last.
+    let held: Vec<_> = ["cali_m0", "cali_m999"]
+        .iter()
+        .map(|m| calico_bpf_guard::kernel::bpf::obj_get(&globals.join(m)).unwrap())
+        .collect();
     let out = guard_with_fd_limit(&sb, &["sweep"], 400);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let me = format!("pid {}", std::process::id());
-    assert!(stderr(&out).contains(&me), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err.lines().find(|l| l.contains(&me)).unwrap_or_default();
+    assert_eq!(line.matches("map ").count(), 2, "{err}");
     assert_eq!(sb.snapshot(), before, "a refused sweep touches nothing");
     drop(held);
     let out = guard_with_fd_limit(&sb, &["sweep"], 400);
