@@ -54,11 +54,17 @@ demo: deps release
 	scripts/demo.sh
 
 # The privileged tests and the demo on this host's kernel and on Debian's 5.10, 6.1 and 6.12
-# kernels booted under QEMU (scripts/kernel-matrix.sh; SUITES=bookworm picks rows).
-.PHONY: kernel-matrix
+# kernels booted under QEMU (scripts/kernel-matrix.sh; SUITES=bookworm picks rows, and
+# SUITES="trixie trixie-arm64" mixes architectures). kernel-matrix-arm64: Debian's arm64 6.1 and
+# 6.12 under qemu-system-aarch64, the tests built for aarch64 in the trixie cross chroot.
+.PHONY: kernel-matrix kernel-matrix-arm64
 kernel-matrix: deps
 	scripts/install-deps.sh matrix
 	scripts/kernel-matrix.sh $(SUITES)
+
+kernel-matrix-arm64: deps
+	scripts/install-deps.sh matrix
+	scripts/kernel-matrix.sh bookworm-arm64 trixie-arm64
 
 clean:
 	$(CARGO) clean

@@ -22,9 +22,10 @@ zigbuild_version=0.24.1
 ziglang_version=0.17.1
 bench=(hyperfine strace iproute2 bpftool time)
 # make kernel-matrix: Debian's kernels booted under QEMU from a busybox initramfs.
-# The arm64 rows: qemu-system-aarch64, and mmdebstrap for the guests' arm64 userland and the
-# trixie cross chroot that builds for them (scripts/arm64-chroot.sh).
-matrix=(qemu-system-x86 qemu-system-arm busybox-static kmod cpio zstd xz-utils debian-archive-keyring mmdebstrap)
+# The arm64 rows: qemu-system-aarch64, mmdebstrap for the guests' arm64 userland and the
+# trixie cross chroot that builds for them (scripts/arm64-chroot.sh), and qemu-user, under
+# which nextest lists the aarch64 archive's tests on this host (the filterset is nextest's).
+matrix=(qemu-system-x86 qemu-system-arm qemu-user busybox-static kmod cpio zstd xz-utils debian-archive-keyring mmdebstrap)
 # make image, make e2e (podman kube play; runc, since crun refuses hybrid cgroup hosts; catatonit
 # for podman's locally built pause image; curl GETs the pod's probes), make validate-manifests
 # (a venv, see below).

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make kernel-matrix: the whole privileged test suite and the demo on this host's kernel and on
 # Debian's own generic kernels (5.10 bullseye, 6.1 bookworm, 6.12 trixie), each booted under
-# QEMU, all against the binaries built here once.
+# QEMU, all against the binaries built here once. The arm64 rows (bookworm-arm64, trixie-arm64;
+# make kernel-matrix-arm64) boot Debian's arm64 kernels under qemu-system-aarch64 against
+# binaries built for aarch64 (scripts/kernel-matrix/arm64.sh).
 #
 # Each guest boots the kernel package's vmlinuz with a small initramfs (static busybox and the
 # package's own virtio/9p modules, scripts/kernel-matrix/init) that mounts this machine's / over
@@ -9,14 +11,17 @@
 # scripts/kernel-matrix/run-suite.sh, as the host row does. Nested KVM does not work on the CI
 # machines (QEMU asserts with -cpu host and hangs with qemu64), so guests run under TCG.
 #
-# Kernel packages are resolved through linux-image-amd64 of each suite (with its security
-# updates) with a private apt state, downloaded once and cached under target/kernel-matrix.
+# Kernel packages are resolved through linux-image-amd64 (or -arm64) of each suite (with its
+# security updates) with a private apt state, downloaded once and cached under
+# target/kernel-matrix.
 #
-# Usage: scripts/kernel-matrix.sh [host|bullseye|bookworm|trixie ...]   (default: all four)
+# Usage: scripts/kernel-matrix.sh [ROW ...]   (default: host bullseye bookworm trixie)
+#        ROW: host, bullseye, bookworm, trixie, bookworm-arm64, trixie-arm64
 # Env:   KM_TIMEOUT per guest (default 30m), KM_MEM guest memory (default 4G),
 #        KM_REFRESH=1 refreshes the apt lists now (otherwise at most once a day),
 #        KM_GUEST_FILTER nextest filterset for guests (default: all but ownership_props and the sync's).
-# Needs root, qemu-system-x86, busybox-static, kmod, cpio, zstd (scripts/install-deps.sh matrix).
+# Needs root, qemu-system-x86, busybox-static, kmod, cpio, zstd; the arm64 rows also
+# qemu-system-arm, mmdebstrap and the cross chroot's tools (scripts/install-deps.sh matrix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -41,13 +46,27 @@ die() {
 # Guests mount tmpfs over /tmp and /run of the host's /, and find the tree at the same path.
 case $repo/ in /tmp/* | /run/*) die "the tree must not be under /tmp or /run: guests hide those" ;; esac
 [ "$(id -u)" = 0 ] || die "needs root (the tests create bpffs mounts, cgroups and netns)"
-for t in qemu-system-x86_64 busybox modprobe depmod cpio zstd dpkg-deb apt-get; do
+x86=0 arm64=0
+for r in "${rows[@]}"; do
+    case $r in
+    host | bullseye | bookworm | trixie) x86=1 ;;
+    bookworm-arm64 | trixie-arm64) arm64=1 ;;
+    *) die "unknown row $r (host, bullseye, bookworm, trixie, bookworm-arm64, trixie-arm64)" ;;
+    esac
+done
+tools=(modprobe depmod cpio zstd dpkg-deb apt-get)
+# The arm64 initramfs takes busybox from the guests' arm64 userland.
+[ "$x86" = 0 ] || tools+=(qemu-system-x86_64 busybox)
+[ "$arm64" = 0 ] || tools+=(qemu-system-aarch64 mmdebstrap python3)
+for t in "${tools[@]}"; do
     command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh matrix"
 done
 nextest=$(command -v cargo-nextest) || die "cargo-nextest is missing: run scripts/install-deps.sh test"
-busybox=$(command -v busybox)
+busybox=$(command -v busybox || true)
 # Debian's busybox-static, not a dynamic busybox: the initramfs has no libc.
-! ldd "$busybox" >/dev/null 2>&1 || die "$busybox is not static: install busybox-static"
+[ "$x86" = 0 ] || ! ldd "$busybox" >/dev/null 2>&1 || die "$busybox is not static: install busybox-static"
+# shellcheck source=scripts/kernel-matrix/arm64.sh
+. scripts/kernel-matrix/arm64.sh
 
 # ---- build once, on the host --------------------------------------------------------------
 build() {
@@ -69,11 +88,12 @@ build() {
 }
 
 # ---- Debian kernels -------------------------------------------------------------------------
-# fetch_kernel SUITE: sets kver (uname -r), kpkg ("package version") and kroot (the extracted
-# package, modules indexed by depmod).
+# fetch_kernel SUITE [ARCH]: sets kver (uname -r), kpkg ("package version") and kroot (the
+# extracted package, modules indexed by depmod). ARCH: amd64 (default) or arm64.
 fetch_kernel() {
-    local suite=$1
+    local suite=$1 arch=${2:-amd64}
     local d=$km/apt/$suite
+    [ "$arch" = amd64 ] || d=$km/apt/$suite-$arch
     mkdir -p "$d/lists/partial" "$d/archives/partial" "$d/preferences.d"
     [ -f "$d/status" ] || : >"$d/status"
     local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -86,24 +106,28 @@ EOF
         -o Dir::Etc::Preferences=/dev/null -o "Dir::Etc::PreferencesParts=$d/preferences.d"
         -o "Dir::State=$d" -o "Dir::State::Lists=$d/lists" -o "Dir::State::status=$d/status"
         -o "Dir::Cache=$d" -o "Dir::Cache::Archives=$d/archives" -o Dir::Cache::pkgcache=
-        -o Dir::Cache::srcpkgcache= -o APT::Architecture=amd64 -o APT::Architectures::=amd64
+        -o Dir::Cache::srcpkgcache= -o "APT::Architecture=$arch" -o "APT::Architectures::=$arch"
         -o APT::Sandbox::User=root -o Debug::NoLocking=true)
-    if [ -n "${KM_REFRESH:-}" ] || [ -z "$(find "$d/lists" -maxdepth 1 -name '*_Packages' -mmin -1440)" ]; then
+    # apt may keep the lists compressed (*_Packages.lz4), so match any suffix: otherwise the
+    # lists never count as fresh, or a stale one lingers and points at a deleted package.
+    if [ -n "${KM_REFRESH:-}" ] || [ -z "$(find "$d/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440)" ]; then
         apt-get "${opts[@]}" -qq update >&2 || log "warning: cannot refresh the $suite lists; using what is cached"
     fi
     local pkg ver
-    pkg=$(apt-cache "${opts[@]}" depends linux-image-amd64 2>/dev/null |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ {print $2; exit}')
+    # awk reads to the end: exiting at the first match would kill apt-cache with SIGPIPE
+    # mid-write, which pipefail and set -e turn into the whole matrix exiting 141.
+    pkg=$(apt-cache "${opts[@]}" depends "linux-image-$arch" 2>/dev/null |
+        awk -v re="^linux-image-.*-$arch\$" '$1 == "Depends:" && $2 ~ re && !p {p = $2} END {print p}')
     [ -n "$pkg" ] || {
-        log "$suite: cannot resolve linux-image-amd64"
+        log "$suite: cannot resolve linux-image-$arch"
         return 1
     }
-    ver=$(apt-cache "${opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" {print $2; exit}')
+    ver=$(apt-cache "${opts[@]}" show --no-all-versions "$pkg" | awk '$1 == "Version:" && !v {v = $2} END {print v}')
     kpkg="$pkg $ver"
-    local deb="$km/cache/${pkg}_${ver}_amd64.deb"
+    local deb="$km/cache/${pkg}_${ver}_$arch.deb"
     if [ ! -f "$deb" ]; then
         log "$suite: downloading $pkg $ver"
-        (cd "$km/cache" && apt-get "${opts[@]}" -qq download "$pkg:amd64=$ver") >&2 || return 1
+        (cd "$km/cache" && apt-get "${opts[@]}" -qq download "$pkg:$arch=$ver") >&2 || return 1
         [ -f "$deb" ] || {
             log "$suite: apt did not leave $deb"
             return 1
@@ -129,15 +153,15 @@ EOF
     fi
 }
 
-# make_initramfs ROOT KVER OUT: busybox, stage 1, and the modules needed to mount the host's /
-# (with their dependencies, in load order; built-in ones are skipped), decompressed so busybox
-# insmod can load them on any kernel.
+# make_initramfs ROOT KVER OUT [BUSYBOX]: busybox (default: this host's), stage 1, and the
+# modules needed to mount the host's / (with their dependencies, in load order; built-in ones
+# are skipped), decompressed so busybox insmod can load them on any kernel.
 make_initramfs() {
-    local root=$1 kver=$2 out=$3 dir
+    local root=$1 kver=$2 out=$3 bb=${4:-$busybox} dir
     dir=$(mktemp -d)
     mkdir -p "$dir/bin" "$dir/dev" "$dir/proc" "$dir/sys" "$dir/modules" "$dir/newroot"
     mknod -m 0600 "$dir/dev/console" c 5 1
-    cp "$busybox" "$dir/bin/busybox"
+    cp "$bb" "$dir/bin/busybox"
     cp scripts/kernel-matrix/init "$dir/init"
     : >"$dir/modules/order"
     local m path name
@@ -206,8 +230,10 @@ row() {
             scripts/kernel-matrix/run-suite.sh "$repo" "$km/tests" "$km/bin" "$res" \
             "$(mktemp -d)" || rc=$?
     else
-        if ! fetch_kernel "$name"; then
-            table+=("$(printf '%-34s %-8s %s' "?" "$name" "ERROR: cannot get the kernel")")
+        local suite=${name%-arm64} arch=amd64
+        [ "$suite" = "$name" ] || arch=arm64
+        if ! fetch_kernel "$suite" "$arch"; then
+            table+=("$(printf '%-34s %-14s %s' "?" "$name" "ERROR: cannot get the kernel")")
             log "$name: cannot get the kernel"
             failed_rows=$((failed_rows + 1))
             return
@@ -215,9 +241,14 @@ row() {
         kernel="$kver ($kpkg)"
         kernel=${kernel/linux-image-$kver /}
         # Built every time (it takes a second): it holds stage 1, which may have changed.
-        make_initramfs "$kroot" "$kver" "$km/initramfs-$name.cpio"
         log "$name: booting $kver ($kpkg) under TCG, timeout $timeout_guest"
-        run_guest "$name" "$res" || rc=$?
+        if [ "$arch" = arm64 ]; then
+            make_initramfs "$kroot" "$kver" "$km/initramfs-$name.cpio" "$rootfs/usr/bin/busybox"
+            run_guest_arm64 "$name" "$res" || rc=$?
+        else
+            make_initramfs "$kroot" "$kver" "$km/initramfs-$name.cpio"
+            run_guest "$name" "$res" || rc=$?
+        fi
     fi
     local secs=$(($(date +%s) - start))
     [ "$rc" = 124 ] && status=TIMEOUT
@@ -230,7 +261,8 @@ row() {
         passed=$(count "$summary" passed)
         failed=$(($(count "$summary" failed) + $(count "$summary" 'timed out')))
         skipped=$(count "$summary" skipped)
-        [ $((total - run)) -gt "$skipped" ] && skipped=$((total - run))
+        # (run-tests.sh counts what the filter left out itself.)
+        [ "${name%-arm64}" = "$name" ] && [ $((total - run)) -gt "$skipped" ] && skipped=$((total - run))
     elif [ -s "$res/nextest.log" ]; then
         # No summary (the guest timed out or died): what finished so far, marked as partial.
         passed=$(grep -cE '^ +PASS \[' "$res/nextest.log" || true)
@@ -249,7 +281,7 @@ row() {
         status="ERROR (booted $(cat "$res/kernel"))"
 
     local line
-    line=$(printf '%-34s %-8s %5s %6s %6s %7s %8s %-6s %s' "$kernel" "$name" "$run" "$passed" \
+    line=$(printf '%-34s %-14s %5s %6s %6s %7s %8s %-6s %s' "$kernel" "$name" "$run" "$passed" \
         "$failed" "$skipped" "$(fmt_time "$secs")" "$demo" "$status")
     table+=("$line")
     local phases
@@ -275,16 +307,16 @@ count() {
     echo "${n:-0}"
 }
 
-build
-for r in "${rows[@]}"; do
-    case $r in
-    host | bullseye | bookworm | trixie) row "$r" ;;
-    *) die "unknown row $r (host, bullseye, bookworm, trixie)" ;;
-    esac
-done
+mkdir -p "$km/cache" "$km/results"
+[ "$x86" = 0 ] || build
+[ "$arm64" = 0 ] || {
+    make_rootfs_arm64
+    build_arm64
+}
+for r in "${rows[@]}"; do row "$r"; done
 
 echo
-printf '%-34s %-8s %5s %6s %6s %7s %8s %-6s %s\n' kernel suite tests passed failed skipped time demo result
+printf '%-34s %-14s %5s %6s %6s %7s %8s %-6s %s\n' kernel suite tests passed failed skipped time demo result
 printf '%s\n' "${table[@]}"
 echo "guests run: $guest_filter (skipped: the rest); the host row runs every test"
 [ "$failed_rows" = 0 ] || {

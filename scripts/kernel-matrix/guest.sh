@@ -33,7 +33,8 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /run/kernel-ma
     exit 1
 }
 out=/run/kernel-matrix
-# KM_REPO KM_TESTS KM_BINDIR KM_MODROOT KM_NEXTEST KM_FILTER, written by kernel-matrix.sh.
+# KM_REPO KM_TESTS KM_BINDIR KM_MODROOT and KM_NEXTEST KM_FILTER (x86_64) or KM_RUNNER
+# KM_GUARD_SRC KM_GUARD_DST (arm64), written by kernel-matrix.sh.
 set -a
 # shellcheck source=/dev/null
 . "$out/guest.env"
@@ -43,11 +44,11 @@ echo "kernel-matrix guest: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print 
 
 # The modules are in the extracted package, not in /lib/modules of the (host's) root: point
 # the kernel's module autoloader at a wrapper that looks there, then load what the tests use
-# up front (`ip link add … veth`, clsact qdiscs, tc bpf filters).
+# up front (`ip link add … veth`, clsact qdiscs, tc bpf filters, the tests' vxlan devices).
 printf '#!/bin/sh\nexec /usr/sbin/modprobe -d %s "$@"\n' "$KM_MODROOT" >/run/modprobe
 chmod 0755 /run/modprobe
 echo /run/modprobe >/proc/sys/kernel/modprobe
-for m in veth sch_ingress cls_bpf; do
+for m in veth sch_ingress cls_bpf vxlan; do
     step modprobe -d "$KM_MODROOT" "$m"
 done
 
