@@ -116,10 +116,12 @@ fn run(args: &[String]) -> Result<u8> {
                 .chain(&BOOT_CALICO)
                 .copied()
                 .collect();
+            let kernel = kernel_pins()?;
             let foreign: Vec<&str> = plant::FOREIGN_HOST
                 .iter()
                 .chain(&BOOT_FOREIGN)
                 .copied()
+                .chain(kernel.iter().map(String::as_str))
                 .collect();
             let mut wrong = Vec::new();
             match expect.as_str() {
@@ -163,6 +165,16 @@ fn run(args: &[String]) -> Result<u8> {
             Ok(2)
         }
     }
+}
+
+/// The kernel's own files in every bpffs instance, as snapshot lines: `maps.debug` and
+/// `progs.debug`, the preload iterators of a kernel built with CONFIG_BPF_PRELOAD, which the
+/// guard must leave. Debian's own kernels are built without them, so they are expected where a
+/// fresh instance, mounted here for a moment, shows them.
+fn kernel_pins() -> Result<snapshot::Snapshot> {
+    let dir = sandbox::TempDir::new("kernel-pins")?;
+    let fresh = sandbox::Bpffs::new(dir.path.join("bpffs"))?;
+    snapshot::pins(&fresh.path)
 }
 
 /// `count` veths `cali-tcx<i>`, each with Calico's pinned tcx links: enough tcx detaches for

@@ -425,7 +425,7 @@ pub const CALICO_HOST: [&str; 18] = [
     "dir tc/eth0_igr/",
 ];
 
-pub const FOREIGN_HOST: [&str; 12] = [
+pub const FOREIGN_HOST: [&str; 11] = [
     "cgroup . connect6 cil_sock6_conne multi",
     "cgroup . ingress sd_fw_ingress multi",
     "cgroup . egress sd_fw_egress multi",
@@ -437,7 +437,6 @@ pub const FOREIGN_HOST: [&str; 12] = [
     "dir tc/globals/",
     "pin cilium/cilium_ct4_global",
     "dir cilium/",
-    "pin maps.debug",
 ];
 
 /// What `calico_network` plants.
