@@ -11,12 +11,13 @@ test=(iproute2 util-linux procps bpftool)
 # libbpf-sys's vendored sources: autotools, flex, bison and gawk build elfutils' libelf. rpmbuild
 # splits off the -debuginfo package with debugedit's find-debuginfo, which runs eu-strip
 # (elfutils) and file. The arm64 packages are built in a trixie chroot that mmdebstrap makes
-# (scripts/arm64-chroot.sh); make boot-test-arm64 boots them with debootstrap, mkfs.ext4 and
-# qemu-system-aarch64, its initramfs made with kmod.
+# (scripts/arm64-chroot.sh); make boot-test-arm64 boots them with debootstrap (checked against
+# debian-archive-keyring), mkfs.ext4 and debugfs (e2fsprogs) and qemu-system-aarch64, its
+# initramfs made with kmod and cpio.
 package=(build-essential debhelper dpkg-dev lintian rpm rpmlint cpio mmdebstrap systemd-container go-md2man
          debugedit elfutils file
          autoconf automake autopoint flex bison gawk libtool
-         debootstrap e2fsprogs qemu-system-arm kmod)
+         debootstrap debian-archive-keyring e2fsprogs qemu-system-arm kmod)
 # Pinned: the package build's compiler and linker (make deb, make rpm, make boot-test).
 zigbuild_version=0.24.1
 ziglang_version=0.17.1
