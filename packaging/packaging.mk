@@ -8,10 +8,9 @@
 #                    the trixie cross chroot (scripts/arm64-chroot.sh); default: the host's
 #   make boot-test   boots Debian 12 and Debian 11 with systemd in systemd-nspawn, the .deb
 #                    installed (BOOT_SUITES="bullseye" for one)
-#   make boot-test-arm64  the same checks on arm64 Debian 12 booted with systemd under
-#                    qemu-system-aarch64 (TCG) on its own kernel, the arm64 .deb installed;
-#                    BOOT_SUITES_ARM64="bookworm bullseye" adds Debian 11, where the guard
-#                    refuses under its unit on the 5.10 kernel (README); not in CI (minutes)
+#   make boot-test-arm64  the same checks on arm64 Debian 12 and 11 booted with systemd under
+#                    qemu-system-aarch64 (TCG) on their own kernels, the arm64 .deb installed
+#                    (BOOT_SUITES_ARM64="bullseye" for one); not in CI (README: minutes each)
 # Both packages ship the binary built by cargo-zigbuild for glibc 2.17 with the `static` feature
 # and profile.release-debuginfo, stripped, its debug info in the debug package (debian/rules,
 # rpm/calico-bpf-guard.spec).
@@ -47,7 +46,7 @@ boot-test: deb rpm
 # (the host's toolchain has no aarch64 standard library). arm64-chroot.sh sets the cross gcc as
 # aarch64's linker for plain cargo builds; cargo-zigbuild would keep it, so it is unset here.
 ARM64_TESTKIT_DIR := $(CURDIR)/target/zig-arm64
-BOOT_SUITES_ARM64 ?= bookworm
+BOOT_SUITES_ARM64 ?= bookworm bullseye
 boot-test-arm64:
 	$(MAKE) deb ARCH=arm64
 	CARGO_TARGET_DIR=$(ARM64_TESTKIT_DIR) scripts/arm64-chroot.sh run \
