@@ -52,8 +52,7 @@ build_amd64() {
 # The same, for aarch64, in the cross chroot: its gcc links, its arm64 libc.a is linked in.
 build_arm64() {
   [ -x scripts/arm64-chroot.sh ] || { echo "image: arm64 needs scripts/arm64-chroot.sh (issue 17)" >&2; exit 1; }
-  scripts/arm64-chroot.sh run env CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-    "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS=-C target-feature=+crt-static" \
+  scripts/arm64-chroot.sh run env "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS=-C target-feature=+crt-static" \
     CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
     cargo build --release --locked -p calico-bpf-guard-sync --target aarch64-unknown-linux-gnu >&2
   echo "${CARGO_TARGET_DIR:-target/trixie}/aarch64-unknown-linux-gnu/release/calico-bpf-guard-sync"

@@ -16,7 +16,3 @@ if [ -n "$cross" ] && [ -z "$in_chroot" ] && [ "$host_cpu/$cpu" != x86_64/aarch6
   echo "an $host_cpu host builds $host_cpu packages, and arm64 ones if it is x86_64; not $cpu" >&2
   exit 2
 fi
-# In the chroot, arm64-chroot.sh points plain cargo's aarch64 linker at the cross gcc (which links
-# trixie's glibc) for the tests' builds. cargo-zigbuild keeps a linker that is already set, so the
-# packages' builds unset it: zig links them for glibc 2.17.
-[ -z "$in_chroot" ] || unset CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER

@@ -43,14 +43,13 @@ boot-test: deb rpm
 	if [ -n "$$failed" ]; then echo "boot test failed on:$$failed"; exit 1; fi
 
 # The arm64 test kit, linked by zig for glibc 2.17 like the arm64 package, in the cross chroot
-# (the host's toolchain has no aarch64 standard library). arm64-chroot.sh sets the cross gcc as
-# aarch64's linker for plain cargo builds; cargo-zigbuild would keep it, so it is unset here.
+# (the host's toolchain has no aarch64 standard library).
 ARM64_TESTKIT_DIR := $(CURDIR)/target/zig-arm64
 BOOT_SUITES_ARM64 ?= bookworm bullseye
 boot-test-arm64:
 	$(MAKE) deb ARCH=arm64
 	CARGO_TARGET_DIR=$(ARM64_TESTKIT_DIR) scripts/arm64-chroot.sh run \
-	  env -u CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER cargo zigbuild --release --locked \
+	  cargo zigbuild --release --locked \
 	  -p calico-bpf-testkit --features calico-bpf-guard/static --target aarch64-unknown-linux-gnu.2.17
 	@failed=; for suite in $(BOOT_SUITES_ARM64); do \
 	  SUITE=$$suite TESTKIT=$(ARM64_TESTKIT_DIR)/aarch64-unknown-linux-gnu/release/calico-bpf-testkit \

@@ -90,7 +90,10 @@ add_packages() {
 # run CMD...: in a private mount namespace, bind the tree (and its git directory, when the tree
 # is a worktree whose git directory lies elsewhere), the cargo registry and the pinned zig
 # tools, then chroot and run CMD from the tree's directory. Plain cargo builds for
-# --target aarch64-unknown-linux-gnu link with the cross gcc (rustc would call the amd64 cc).
+# --target aarch64-unknown-linux-gnu link with the cross gcc (rustc would call the amd64 cc),
+# set in the chroot's cargo config rather than the environment: cargo-zigbuild sets its own
+# linker only where the environment names none, and an environment variable would win over it
+# (the packages' glibc 2.17 floor needs zig's).
 run() {
     [ $# -gt 0 ] || die "run: no command"
     make_chroot
@@ -109,7 +112,9 @@ run() {
         zigdir=$(python3 -c 'import ziglang, os; print(os.path.dirname(ziglang.__file__))' 2>/dev/null || true)
     fi
     local target=${CARGO_TARGET_DIR:-$repo/target/trixie}
-    mkdir -p "$target"
+    mkdir -p "$target" "$root/root/.cargo"
+    printf '[target.aarch64-unknown-linux-gnu]\nlinker = "aarch64-linux-gnu-gcc"\n' \
+        >"$root/root/.cargo/config.toml"
     # shellcheck disable=SC2016
     unshare --mount --propagation private -- bash -euc '
         root=$1 registry=$2 zigbuild=$3 nextest=$4 zigdir=$5 nbinds=$6
@@ -139,7 +144,7 @@ run() {
         env -i PATH=/opt/zig:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root \
         CARGO_HOME=/root/.cargo CARGO_TARGET_DIR="$target" CI="${CI:-}" \
         CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}" TERM="${TERM:-dumb}" LANG=C.UTF-8 \
-        PKG_CONFIG_ALLOW_CROSS=1 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+        PKG_CONFIG_ALLOW_CROSS=1 \
         PKG_CONFIG_PATH_aarch64_unknown_linux_gnu=/usr/lib/aarch64-linux-gnu/pkgconfig \
         ARCH="${ARCH:-}" ARM64_CHROOT=1 ${SOURCE_DATE_EPOCH:+SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH"} \
         ${CARGO_INCREMENTAL:+CARGO_INCREMENTAL="$CARGO_INCREMENTAL"} \
