@@ -137,7 +137,7 @@ install -m 0644 "$deb" "$in/calico-bpf-guard.deb"
 install -m 0644 "$dbgsym" "$in/calico-bpf-guard-dbgsym.deb"
 install -m 0755 "$testkit" "$in/calico-bpf-testkit"
 install -m 0755 "$here/arm64/setup.sh" "$here/check.sh" "$here/bpf-holder.pl" "$here/kubelet-standin.sh" "$in/"
-install -m 0644 "$here/distribution-standin.service" "$in/"
+install -m 0644 "$here/distribution-standin.service" "$here/wanted-by" "$in/"
 install -m 0644 "$here"/units/*.service "$in/units/"
 make_initramfs "$kroot" "$kver" "$tmp/initramfs.cpio" "$cache.busybox" tests/boot/arm64/init "${modules[@]}"
 

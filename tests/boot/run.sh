@@ -117,9 +117,7 @@ install -D -m 0644 "$deb" "$root/var/cache/boot-test/calico-bpf-guard.deb"
 # enables the unit and starts nothing.
 echo "# packages"
 hcheck "deb: installs into the rootfs" quiet chroot "$root" dpkg -i /var/cache/boot-test/calico-bpf-guard.deb
-# The unit's WantedBy=: kubelet and the units that run kubelet inside them, present or not.
-wanted_by=(multi-user.target kubelet.service k3s.service k3s-agent.service rke2-server.service
-           rke2-agent.service snap.microk8s.daemon-kubelite.service)
+mapfile -t wanted_by < <(grep -v '^#' "$here/wanted-by")
 for wants in "${wanted_by[@]}"; do
   hcheck "deb: enabled the unit ($wants.wants)" test -L "$root/etc/systemd/system/$wants.wants/calico-bpf-guard.service"
 done

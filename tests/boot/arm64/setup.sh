@@ -25,8 +25,7 @@ hcheck() {
 echo "# packages (arm64, installed in the guest before systemd starts)" >>"$results"
 install -D -m 0644 "$in/calico-bpf-guard.deb" /var/cache/boot-test/calico-bpf-guard.deb
 hcheck "deb: installs into the rootfs" quiet dpkg -i /var/cache/boot-test/calico-bpf-guard.deb
-wanted_by=(multi-user.target kubelet.service k3s.service k3s-agent.service rke2-server.service
-           rke2-agent.service snap.microk8s.daemon-kubelite.service)
+mapfile -t wanted_by < <(grep -v '^#' "$in/wanted-by")
 for wants in "${wanted_by[@]}"; do
   hcheck "deb: enabled the unit ($wants.wants)" test -L "/etc/systemd/system/$wants.wants/calico-bpf-guard.service"
 done
