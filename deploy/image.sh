@@ -60,7 +60,7 @@ build_arm64() {
 
 # No dynamic loader, no shared library: anything else would not start FROM scratch.
 check_static() {
-  if readelf -lW "$1" | grep -q 'INTERP' || readelf -dW "$1" | grep -q '(NEEDED)'; then
+  if grep -q 'INTERP' <<<"$(readelf -lW "$1")" || grep -q '(NEEDED)' <<<"$(readelf -dW "$1")"; then
     echo "image: $1 is not a static binary:" >&2
     readelf -dW "$1" | grep '(NEEDED)' >&2 || true
     exit 1

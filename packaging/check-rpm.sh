@@ -21,7 +21,7 @@ for f in /usr/sbin/calico-bpf-guard \
   grep -qx "$f" <<<"$files" || bad "missing $f"
 done
 grep -qx '/usr/share/man/man8/calico-bpf-guard.8.gz' <<<"$files" || bad "missing the gzipped man page"
-rpm -qp --configfiles "$rpm" | grep -qx /etc/calico-bpf-guard/config.toml || bad "config.toml is not %config"
+grep -qx /etc/calico-bpf-guard/config.toml <<<"$(rpm -qp --configfiles "$rpm")" || bad "config.toml is not %config"
 # rpm -qp cannot tell %config from %config(noreplace); the spec line can.
 grep -q '^%config(noreplace) %{_sysconfdir}/calico-bpf-guard/config.toml$' "$root/rpm/calico-bpf-guard.spec" ||
   bad "config.toml is not %config(noreplace)"
@@ -35,7 +35,11 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && rpm2cpio "$rpm" | cpio -id --quiet ./usr/lib/systemd/system/calico-bpf-guard.service ./usr/sbin/calico-bpf-guard)
+# Through a file, not a pipe: cpio stops reading at its trailer, and rpm2cpio, still writing the
+# padding after it, dies of SIGPIPE now and then, which pipefail turns into a failed build (CI,
+# 2026-12-03: make rpm ARCH=arm64, Error 141). Likewise no `| grep -q` on a command's output.
+rpm2cpio "$rpm" >"$tmp/payload.cpio"
+(cd "$tmp" && cpio -id --quiet ./usr/lib/systemd/system/calico-bpf-guard.service ./usr/sbin/calico-bpf-guard <payload.cpio)
 cmp -s "$tmp/usr/lib/systemd/system/calico-bpf-guard.service" "$root/systemd/calico-bpf-guard.service" ||
   bad "the packaged unit differs from systemd/calico-bpf-guard.service"
 
