@@ -3,6 +3,7 @@
 //! Nothing outside this module tree calls `unsafe` code or libc.
 
 pub mod bpf;
+pub mod btf;
 pub mod fs;
 pub mod netlink;
 pub mod rcu;

@@ -9,15 +9,12 @@
 use std::io::{self, Read};
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
-use libbpf_rs::btf::types::{Composite, Func, MemberAttr, Struct};
-use libbpf_rs::btf::{BtfKind, BtfType, TypeId};
 use libbpf_rs::libbpf_sys as sys;
-use libbpf_rs::Btf;
 
-use super::{from_rs, owned};
+use super::btf::{self, Layout};
+use super::owned;
 
 /// One open file. `tgid` is 0 for the files of the process reading the iterator, else the
 /// task's thread-group id in the initial pid namespace.
@@ -31,48 +28,6 @@ pub struct TaskFile {
 }
 
 const RECORD: usize = 40;
-
-/// The id of a named type of one kind in the kernel's BTF.
-fn type_id<'b, K>(btf: &'b Btf<'_>, name: &str) -> io::Result<u32>
-where
-    K: TryFrom<BtfType<'b>> + std::ops::Deref<Target = BtfType<'b>>,
-{
-    btf.type_by_name::<K>(name)
-        .map(|t| u32::from(t.type_id()))
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("kernel BTF has no {name}"),
-            )
-        })
-}
-
-/// A type with typedefs and modifiers (const, volatile, restrict, type tags) followed.
-fn resolve(mut ty: BtfType<'_>) -> Option<BtfType<'_>> {
-    for _ in 0..16 {
-        if !ty.is_mod() && ty.kind() != BtfKind::Typedef {
-            return Some(ty);
-        }
-        ty = ty.next_type()?;
-    }
-    None
-}
-
-/// Byte offset of a member of a struct or union, looking into anonymous structs and unions.
-fn member_offset(btf: &Btf<'_>, ty: u32, member: &str) -> Option<u32> {
-    let outer = Composite::try_from(resolve(btf.type_by_id(TypeId::from(ty))?)?).ok()?;
-    (0..outer.len()).find_map(|i| {
-        let m = outer.get(i)?;
-        let bits = match m.attr {
-            MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => offset,
-        };
-        match m.name {
-            None => member_offset(btf, u32::from(m.ty), member).map(|off| bits / 8 + off),
-            Some(n) if n.as_bytes() == member.as_bytes() => Some(bits / 8),
-            Some(_) => None,
-        }
-    })
-}
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     u64::from(code)
@@ -188,42 +143,34 @@ fn read(link: BorrowedFd<'_>) -> io::Result<Vec<TaskFile>> {
         .collect())
 }
 
+/// The kernel's layout, read once for both links: the program is the same, and only the
+/// link says whose files it walks.
+static LAYOUT: OnceLock<Result<Layout, (io::ErrorKind, String)>> = OnceLock::new();
+
 /// The iterator program, built from the kernel's BTF, loaded and linked, for every task or
 /// (`own`) for this process alone. The link keeps the program.
 fn make_link(own: bool) -> io::Result<OwnedFd> {
-    let btf = Btf::from_vmlinux().map_err(|e| {
-        let e = from_rs(e);
-        io::Error::new(e.kind(), format!("loading the kernel's BTF: {e}"))
-    })?;
-    let file = type_id::<Struct<'_>>(&btf, "file")?;
-    let task = type_id::<Struct<'_>>(&btf, "task_struct")?;
-    let target = type_id::<Func<'_>>(&btf, "bpf_iter_task_file")?;
-    let offset = |ty: u32, what: &str, member: &str| {
-        member_offset(&btf, ty, member).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("kernel BTF: no {what}.{member}"),
-            )
-        })
+    let l = match LAYOUT.get_or_init(|| btf::layout().map_err(|e| (e.kind(), e.to_string()))) {
+        Ok(l) => *l,
+        Err((kind, text)) => return Err(io::Error::new(*kind, text.clone())),
     };
-    let f_op = offset(file, "file", "f_op")?;
-    let private = offset(file, "file", "private_data")?;
-    let tgid = offset(task, "task_struct", "tgid")?;
-    let comm = offset(task, "task_struct", "comm")?;
-    if [f_op, private, tgid].iter().any(|o| *o > i16::MAX as u32) {
+    if [l.file_f_op, l.file_private_data, l.task_tgid]
+        .iter()
+        .any(|o| *o > i16::MAX as u32)
+    {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "kernel BTF: member offsets that do not fit an instruction",
         ));
     }
-    let insns = program(tgid, comm, f_op, private);
+    let insns = program(l.task_tgid, l.task_comm, l.file_f_op, l.file_private_data);
 
     // Raw from here: libbpf-rs loads programs only from ELF objects (this one is built from
     // instructions at run time), and makes links and iterators only for the programs it loaded.
     let mut opts = sys::bpf_prog_load_opts {
         sz: size_of::<sys::bpf_prog_load_opts>() as _,
         expected_attach_type: sys::BPF_TRACE_ITER,
-        attach_btf_id: target,
+        attach_btf_id: l.iter_task_file,
         ..Default::default()
     };
     // SAFETY: the instructions, strings and opts outlive the call.
