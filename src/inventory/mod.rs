@@ -21,8 +21,8 @@ use crate::ownership::{ProgFacts, Scope};
 
 pub use bpffs::{object_of, pinned_object};
 pub use objects::{
-    hook_name, CgroupAttachment, HookAttachment, Inventory, Located, Pin, PinDir, PinnedObject,
-    CGROUP_HOOKS, NETKIT_HOOKS, TCX_HOOKS,
+    hook_name, CgroupAttachment, HookAttachment, IfNames, Inventory, Located, Pin, PinDir,
+    PinnedObject, CGROUP_HOOKS, NETKIT_HOOKS, TCX_HOOKS,
 };
 
 /// Where the guard looks; every path comes from the configuration.

@@ -12,7 +12,7 @@ use crate::kernel::is_gone;
 use crate::kernel::netlink::{Rtnl, PARENT_EGRESS, PARENT_INGRESS};
 use crate::names;
 
-use super::objects::{hook_name, HookAttachment, Inventory, NETKIT_HOOKS, TCX_HOOKS};
+use super::objects::{hook_name, HookAttachment, IfNames, Inventory, NETKIT_HOOKS, TCX_HOOKS};
 
 /// Interfaces, tc filters, tcx and netkit attachments. With no Calico tc or XDP program loaded
 /// anywhere, only the device names are looked up.
@@ -36,9 +36,10 @@ pub fn scan_network(inv: &mut Inventory) -> Result<()> {
         .collect();
     let mut with_clsact: Vec<u32> = clsact.into_iter().collect();
     with_clsact.sort_unstable();
+    let ifnames = IfNames::of(&inv.netifs);
     for ifindex in with_clsact {
         for (parent, dir) in [(PARENT_INGRESS, "ingress"), (PARENT_EGRESS, "egress")] {
-            let dumped = match failpoint::filter_dump(&inv.ifname(ifindex)) {
+            let dumped = match failpoint::filter_dump(&ifnames.name(ifindex)) {
                 Some(injected) => Err(injected),
                 None => rtnl.filters(ifindex, parent),
             };
@@ -47,7 +48,7 @@ pub fn scan_network(inv: &mut Inventory) -> Result<()> {
             match dumped {
                 Ok(filters) => inv.filters.extend(filters),
                 Err(e) => {
-                    let what = format!("tc filters of {} {dir}: {e}", inv.ifname(ifindex));
+                    let what = format!("tc filters of {} {dir}: {e}", ifnames.name(ifindex));
                     inv.incomplete.push(what);
                 }
             }

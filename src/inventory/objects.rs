@@ -3,7 +3,7 @@
 //! inspected. Serializable, so `debug-inventory` prints it and the golden tests replay it; it
 //! never reads or changes the kernel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -144,11 +144,29 @@ impl Inventory {
         })
     }
 
+    /// Every interface's name by index, for a caller that names many: a node has thousands of
+    /// filters, and a search of every interface for each was a plan's largest cost.
+    pub fn ifnames(&self) -> IfNames<'_> {
+        IfNames::of(&self.netifs)
+    }
+}
+
+/// Interfaces by index (the first of an index, as a search would find it).
+pub struct IfNames<'a>(HashMap<u32, &'a NetIf>);
+
+impl IfNames<'_> {
+    pub fn of(netifs: &[NetIf]) -> IfNames<'_> {
+        let mut by_index = HashMap::with_capacity(netifs.len());
+        for n in netifs {
+            by_index.entry(n.ifindex).or_insert(n);
+        }
+        IfNames(by_index)
+    }
+
     /// An interface's name as shown in locations and messages.
-    pub fn ifname(&self, ifindex: u32) -> String {
-        self.netifs
-            .iter()
-            .find(|n| n.ifindex == ifindex)
+    pub fn name(&self, ifindex: u32) -> String {
+        self.0
+            .get(&ifindex)
             .map(|n| names::os(&n.name))
             .unwrap_or_else(|| format!("if#{ifindex}"))
     }

@@ -14,6 +14,7 @@ use super::step::{Action, ObjId, Step, StepKind};
 impl Builder<'_> {
     /// tc (clsact) filters running a Calico program.
     pub fn filters(&mut self) {
+        let ifnames = self.inv.ifnames();
         for f in &self.inv.filters {
             let Some(prog_id) = f.prog_id else { continue };
             let Some(reason) = self.inv.facts(prog_id).and_then(ownership::tc_program) else {
@@ -31,7 +32,7 @@ impl Builder<'_> {
                 name: self.prog_name(prog_id),
                 location: format!(
                     "{} {dir} pref {} handle {:#x} protocol {:#06x}",
-                    self.inv.ifname(f.ifindex),
+                    ifnames.name(f.ifindex),
                     f.priority(),
                     f.handle,
                     f.protocol()
