@@ -48,19 +48,33 @@ fn count_json(dir: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn sysctls() -> Option<Sysctls> {
+/// The sysctls, None when /proc/sys cannot be read. `accept_local`: the interfaces with it set,
+/// when the scan's interface dump told (it carries every interface's IPv4 settings); else,
+/// and only when the note can be shown (`network_here`), each interface's file is read.
+fn sysctls(accept_local: Option<Vec<String>>, network_here: bool) -> Option<Sysctls> {
     let conf = Path::new("/proc/sys/net/ipv4/conf");
-    let mut accept_local: Vec<String> = fs::read_dir(conf)
-        .ok()?
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            name != "all" && name != "default"
-        })
-        .filter(|e| read(&e.path().join("accept_local")).as_deref() == Some("1"))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    accept_local.sort();
+    let accept_local = match accept_local {
+        // The dump's answer stands for /proc's only where /proc/sys can be read at all.
+        Some(names) => fs::metadata(conf).ok().map(|_| names)?,
+        None if network_here => {
+            let mut names: Vec<String> = fs::read_dir(conf)
+                .ok()?
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    name != "all" && name != "default"
+                })
+                .filter(|e| read(&e.path().join("accept_local")).as_deref() == Some("1"))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        None => {
+            fs::metadata(conf).ok()?;
+            Vec::new()
+        }
+    };
     Some(Sysctls {
         unprivileged_bpf_disabled: read(Path::new("/proc/sys/kernel/unprivileged_bpf_disabled")),
         rp_filter_all: read(&conf.join("all/rp_filter")),
@@ -68,24 +82,25 @@ fn sysctls() -> Option<Sysctls> {
     })
 }
 
-pub fn gather() -> Facts {
+fn gather(accept_local: Option<Vec<String>>, network_here: bool) -> Facts {
     Facts {
-        sysctls: sysctls(),
+        sysctls: sysctls(accept_local, network_here),
         prog_json: count_json("/var/run/calico/bpf/prog"),
         policy_json: count_json("/var/run/calico/bpf/policy"),
         ct_map_size: Path::new("/var/lib/calico/bpf_ct_map_size").exists(),
     }
 }
 
-/// The notes for a plan of stale objects (none for an empty plan).
-pub fn for_plan(steps: &[Step]) -> Vec<String> {
+/// The notes for a plan of stale objects (none for an empty plan). `accept_local`: the
+/// interfaces with accept_local = 1 when the scan's interface dump told.
+pub fn for_plan(steps: &[Step], accept_local: Option<Vec<String>>) -> Vec<String> {
     if steps.is_empty() {
         return Vec::new();
     }
     let network_here = steps
         .iter()
         .any(|s| Family::of(s.kind, &s.location).is_some_and(Family::in_netns));
-    notes(&gather(), network_here)
+    notes(&gather(accept_local, network_here), network_here)
 }
 
 /// One sentence per fact that points at eBPF mode. `network_here`: Calico's network objects
@@ -206,6 +221,6 @@ mod tests {
 
     #[test]
     fn no_plan_no_notes() {
-        assert!(for_plan(&[]).is_empty());
+        assert!(for_plan(&[], None).is_empty());
     }
 }

@@ -280,6 +280,7 @@ fn sweep_seen(s: &Settings, opts: SweepOpts, seen: &mut Seen) -> Result<u8> {
     let blind = inv.incomplete.len();
     report.warnings.append(&mut inv.incomplete);
     // The plan holds everything apply needs; the inventory's memory goes before the re-scan's.
+    let accept_local = inv.accept_local.take();
     drop(inv);
     for w in &report.warnings {
         logging::log(Level::Warning, w);
@@ -295,7 +296,7 @@ fn sweep_seen(s: &Settings, opts: SweepOpts, seen: &mut Seen) -> Result<u8> {
             report.warnings.push(w);
         }
         report.holders = lock.holders;
-        report.notes = notes::for_plan(&steps);
+        report.notes = notes::for_plan(&steps, accept_local);
         // Under the unit the report itself is silent: the log is where a note is read.
         for n in &report.notes {
             logging::log(Level::Notice, &format!("note: {n}"));
@@ -458,9 +459,10 @@ fn check_seen(s: &Settings, json: bool, seen: &mut Seen) -> Result<u8> {
     report.warnings.append(&mut inv.warnings);
     let blind = inv.incomplete.len();
     report.warnings.append(&mut inv.incomplete);
+    let accept_local = inv.accept_local.take();
     drop(inv);
     if !steps.is_empty() {
-        report.notes = notes::for_plan(&steps);
+        report.notes = notes::for_plan(&steps, accept_local);
         match interlock::scan_settled(&steps) {
             Ok(lock) => {
                 report.warnings.extend(

@@ -18,6 +18,50 @@ fn filters_xdp_and_devices() {
     assert_removed_exactly(&before, &sb.snapshot(), &plant::CALICO_NETWORK);
 }
 
+/// accept_local, which Calico's eBPF mode sets per interface, is noted from the scan's
+/// interface dump: exactly the interfaces /proc/sys says have it, no more, no fewer.
+#[test]
+fn accept_local_is_noted_where_it_is_set() {
+    let Some(sb) = sandbox("net-accept-local") else {
+        return;
+    };
+    let conf = std::path::Path::new("/proc/sys/net/ipv4/conf");
+    let in_proc = sb
+        .netns()
+        .enter(|| {
+            plant::calico_network()?;
+            for dev in ["bpfout.cali", "cali1a2b3c4d"] {
+                std::fs::write(conf.join(dev).join("accept_local"), "1")?;
+            }
+            let mut set = Vec::new();
+            for e in std::fs::read_dir(conf)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let value = std::fs::read_to_string(e.path().join("accept_local"))?;
+                if !["all", "default"].contains(&name.as_str()) && value.trim() == "1" {
+                    set.push(name);
+                }
+            }
+            set.sort();
+            Ok(set)
+        })
+        .unwrap();
+    assert_eq!(in_proc, ["bpfout.cali", "cali1a2b3c4d"]);
+    sb.set_mode(Some("iptables")).unwrap();
+    let report = json(&guard_ok(&sb, &["check", "--json"], 1));
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.starts_with("accept_local"))
+        .collect();
+    assert_eq!(
+        notes,
+        ["accept_local = 1 on bpfout.cali, cali1a2b3c4d: Calico's eBPF mode sets it per interface"]
+    );
+}
+
 /// True when an attach failed because the kernel does not know the attach type (EINVAL): how
 /// a kernel before 6.6 answers a tcx link.
 fn kernel_lacks_it(err: &anyhow::Error) -> bool {

@@ -351,6 +351,7 @@ proptest! {
             name: std::os::unix::ffi::OsStringExt::from_vec(name.clone()),
             kind: Some("veth".into()),
             xdp: Vec::new(),
+            accept_local: false,
         };
         prop_assert_eq!(plan::calico_device(&nif).is_some(), name == calico::DEVICE.0.as_bytes());
     }
@@ -539,6 +540,7 @@ fn node() -> impl Strategy<Value = (Inventory, BTreeSet<String>)> {
             name: "eth0".into(),
             kind: None,
             xdp,
+            accept_local: false,
         });
         for (i, (name, kind)) in devs.into_iter().enumerate() {
             if (name, kind) == calico::DEVICE {
@@ -549,6 +551,7 @@ fn node() -> impl Strategy<Value = (Inventory, BTreeSet<String>)> {
                 name: name.into(),
                 kind: Some(kind.into()),
                 xdp: Vec::new(),
+                accept_local: false,
             });
         }
         for (i, (name, calico)) in maps.into_iter().enumerate() {

@@ -25,6 +25,14 @@ pub fn scan_network(inv: &mut Inventory) -> Result<()> {
         return Ok(());
     }
     inv.netifs = rtnl.links()?;
+    let mut accept_local: Vec<String> = inv
+        .netifs
+        .iter()
+        .filter(|n| n.accept_local)
+        .map(|n| names::os(&n.name))
+        .collect();
+    accept_local.sort();
+    inv.accept_local = Some(accept_local);
     if !inv.scope.tc {
         return Ok(());
     }

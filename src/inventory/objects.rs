@@ -126,6 +126,10 @@ pub struct Inventory {
     pub pins: Vec<Pin>,
     pub dirs: Vec<PinDir>,
     pub netifs: Vec<NetIf>,
+    /// The interfaces with accept_local = 1, when every interface was dumped (None when only
+    /// `bpfin.cali` was asked for). A note's fact, not an object: not recorded.
+    #[serde(skip)]
+    pub accept_local: Option<Vec<String>>,
     pub filters: Vec<Filter>,
     pub hooks: Vec<HookAttachment>,
     /// Roots that were configured but skipped, and why.

@@ -251,24 +251,28 @@ fn network_objects() {
             name: "cali1".into(),
             kind: Some("veth".into()),
             xdp: vec![(XdpMode::Generic, 3), (XdpMode::Driver, 4)],
+            accept_local: false,
         },
         NetIf {
             ifindex: 3,
             name: "eth0".into(),
             kind: None,
             xdp: vec![(XdpMode::Driver, 3)],
+            accept_local: false,
         },
         NetIf {
             ifindex: 4,
             name: "bpfin.cali".into(),
             kind: Some("veth".into()),
             xdp: vec![],
+            accept_local: false,
         },
         NetIf {
             ifindex: 5,
             name: "vxlan.calico".into(),
             kind: Some("vxlan".into()),
             xdp: vec![],
+            accept_local: false,
         },
     ];
     i.links = vec![LinkInfo {
@@ -400,12 +404,14 @@ fn interface_names_are_shown_escaped() {
             name: name(b"cali\xff1"),
             kind: Some("veth".into()),
             xdp: vec![(XdpMode::Generic, 3)],
+            accept_local: false,
         },
         NetIf {
             ifindex: 4,
             name: name(b"bpfin.cali\xff"),
             kind: Some("veth".into()),
             xdp: vec![],
+            accept_local: false,
         },
     ];
     i.hooks = vec![HookAttachment {

@@ -1,7 +1,7 @@
-//! Interfaces over rtnetlink: one dump of every interface with its kind and XDP programs, one
-//! interface by its exact name, and the delete of one. Interface names are bytes (any byte but
-//! NUL, `/`, `:` and white space, UTF-8 or not), and so they stay here. It never touches a
-//! qdisc or a filter (`tc`).
+//! Interfaces over rtnetlink: one dump of every interface with its kind, XDP programs and
+//! accept_local setting, one interface by its exact name, and the delete of one. Interface
+//! names are bytes (any byte but NUL, `/`, `:` and white space, UTF-8 or not), and so they
+//! stay here. It never touches a qdisc or a filter (`tc`).
 
 use std::ffi::OsString;
 use std::io;
@@ -51,6 +51,10 @@ pub struct NetIf {
     pub name: OsString,
     pub kind: Option<String>,
     pub xdp: Vec<(XdpMode, u32)>,
+    /// net.ipv4.conf.<name>.accept_local = 1, from the dump's IPv4 settings (a note's fact, not
+    /// an object: not recorded).
+    #[serde(skip)]
+    pub accept_local: bool,
 }
 
 impl Rtnl {
@@ -122,6 +126,7 @@ const RTM_NEWLINK: u16 = 16;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_AF_SPEC: u16 = 26;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
@@ -132,6 +137,11 @@ const XDP_ATTACHED_DRV: u8 = 1;
 const XDP_ATTACHED_SKB: u8 = 2;
 const XDP_ATTACHED_HW: u8 = 3;
 
+const AF_INET: u16 = 2;
+const IFLA_INET_CONF: u16 = 1;
+/// IPV4_DEVCONF_ACCEPT_LOCAL: IFLA_INET_CONF holds every IPv4 setting as a u32, from 1.
+const IPV4_DEVCONF_ACCEPT_LOCAL: usize = 23;
+
 /// struct ifinfomsg: the attributes follow it.
 const IFINFOMSG_LEN: usize = 16;
 
@@ -141,6 +151,7 @@ fn net_if(payload: &[u8]) -> io::Result<NetIf> {
         name: OsString::new(),
         kind: None,
         xdp: Vec::new(),
+        accept_local: false,
     };
     let rest = payload
         .get(IFINFOMSG_LEN..)
@@ -156,10 +167,33 @@ fn net_if(payload: &[u8]) -> io::Result<NetIf> {
                 }
             }
             (IFLA_XDP, v) => nif.xdp = xdp_progs(v)?,
+            (IFLA_AF_SPEC, v) => nif.accept_local = accept_local(v)?,
             _ => {}
         }
     }
     Ok(nif)
+}
+
+/// Whether IFLA_AF_SPEC's IPv4 settings say accept_local = 1: the same value as
+/// /proc/sys/net/ipv4/conf/<name>/accept_local, read with the dump the scan makes anyway
+/// rather than with an open, a read and a close per interface. An interface without IPv4
+/// settings has none in /proc either.
+fn accept_local(af_spec: &[u8]) -> io::Result<bool> {
+    for af in attrs(af_spec) {
+        let (family, v) = af?;
+        if family != AF_INET {
+            continue;
+        }
+        for a in attrs(v) {
+            if let (IFLA_INET_CONF, conf) = a? {
+                let at = (IPV4_DEVCONF_ACCEPT_LOCAL - 1) * 4;
+                return Ok(conf
+                    .get(at..at + 4)
+                    .is_some_and(|b| parse_u32(b).ok() == Some(1)));
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// IFLA_IFNAME's bytes up to its NUL, exactly: not every name is UTF-8.
@@ -206,6 +240,44 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     use super::*;
+
+    /// IFLA_AF_SPEC as the kernel nests it: AF_INET6's settings first, then AF_INET's, whose
+    /// 23rd u32 is accept_local.
+    #[test]
+    fn accept_local_is_the_23rd_ipv4_setting() {
+        fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+            let mut out = ((value.len() + 4) as u16).to_ne_bytes().to_vec();
+            out.extend_from_slice(&kind.to_ne_bytes());
+            out.extend_from_slice(value);
+            out.resize(out.len().next_multiple_of(4), 0);
+            out
+        }
+        let spec = |family: u16, accept_local: u32, settings: usize| {
+            let mut conf: Vec<u8> = Vec::new();
+            for i in 1..=settings {
+                let v = if i == IPV4_DEVCONF_ACCEPT_LOCAL {
+                    accept_local
+                } else {
+                    0
+                };
+                conf.extend_from_slice(&v.to_ne_bytes());
+            }
+            let mut inet6 = nla(10, &nla(1, &[1; 16]));
+            inet6.extend(nla(family, &nla(IFLA_INET_CONF, &conf)));
+            inet6
+        };
+        let cases = [
+            (spec(AF_INET, 1, 33), true),
+            (spec(AF_INET, 0, 33), false),
+            (spec(AF_INET, 2, 33), false),
+            // Another family's 23rd value is not it; nor is a list too short to hold it.
+            (spec(7, 1, 33), false),
+            (spec(AF_INET, 1, 22), false),
+        ];
+        for (af_spec, want) in cases {
+            assert_eq!(accept_local(&af_spec).unwrap(), want);
+        }
+    }
 
     #[test]
     fn interface_names_are_bytes_up_to_the_nul() {
