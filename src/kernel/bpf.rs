@@ -473,9 +473,20 @@ pub fn query(target: Target<'_>, attach_type: u32) -> io::Result<Query> {
 }
 
 fn query_raw(target: c_int, attach_type: u32, fields: Fields, cap: usize) -> io::Result<Query> {
-    let mut prog_ids = vec![0u32; cap];
-    let mut prog_flags = vec![0u32; if fields.prog_flags { cap } else { 0 }];
-    let mut link_ids = vec![0u32; if fields.link_ids { cap } else { 0 }];
+    // Cgroup hooks hold at most 64 programs, and a scan asks a thousand cgroups six times: the
+    // usual buffers live on the stack, and only a larger question allocates.
+    const ON_STACK: usize = 64;
+    let (mut a, mut b, mut c) = ([0u32; ON_STACK], [0u32; ON_STACK], [0u32; ON_STACK]);
+    let mut heap = Vec::new();
+    let (prog_ids, prog_flags, link_ids): (&mut [u32], &mut [u32], &mut [u32]) = if cap <= ON_STACK
+    {
+        (&mut a[..cap], &mut b[..cap], &mut c[..cap])
+    } else {
+        heap.resize(cap * 3, 0u32);
+        let (ids, rest) = heap.split_at_mut(cap);
+        let (flags, links) = rest.split_at_mut(cap);
+        (ids, flags, links)
+    };
     // A null buffer pointer leaves that field zero in the syscall, which every kernel accepts.
     let mut opts = sys::bpf_prog_query_opts {
         sz: size_of::<sys::bpf_prog_query_opts>() as _,
@@ -493,11 +504,12 @@ fn query_raw(target: c_int, attach_type: u32, fields: Fields, cap: usize) -> io:
     check(unsafe { sys::bpf_prog_query_opts(target, attach_type, &mut opts) })?;
     // SAFETY: the kernel wrote the count member.
     let n = (unsafe { opts.__bindgen_anon_1.count } as usize).min(cap);
+    // A field not asked for stays zero, as the kernel would have left it.
     let progs = (0..n)
         .map(|i| Attached {
             prog_id: prog_ids[i],
-            link_id: link_ids.get(i).copied().unwrap_or(0),
-            attach_flags: prog_flags.get(i).copied().unwrap_or(0),
+            link_id: if fields.link_ids { link_ids[i] } else { 0 },
+            attach_flags: if fields.prog_flags { prog_flags[i] } else { 0 },
         })
         .collect();
     Ok(Query {
