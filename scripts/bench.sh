@@ -21,13 +21,17 @@ fi
 scripts/install-deps.sh bench
 # Peak RSS comes from GNU time (Debian's `time` package), which a minimal image lacks.
 [ -x /usr/bin/time ] || { echo "bench: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
-cargo build --release --workspace --quiet
+# Both guards are built as shipped (make deb, make rpm): `--features static`, libelf and zlib
+# linked in. The everyday build loads them as shared libraries, which a no-op sweep pays for at
+# every start, and a node never runs that build.
+built="with the packages' --features static (libelf and zlib linked in, as shipped)"
+cargo build --release --workspace --quiet --features calico-bpf-guard/static
 if [ -n "${ref:-}" ]; then
   wt=target/bench-ref/$ref
   [ -d "$wt/tree" ] || git worktree add --detach "$wt/tree" "$ref" >/dev/null
   # A target dir of its own: the other tree's crate must never stand in for this one's.
   cargo build --release --quiet --manifest-path "$wt/tree/Cargo.toml" --target-dir "$wt/target" \
-    -p calico-bpf-guard --bin calico-bpf-guard
+    -p calico-bpf-guard --bin calico-bpf-guard --features static
   baseline=(--baseline "$wt/target/release/calico-bpf-guard" --baseline-label "$ref")
 fi
 
@@ -57,4 +61,4 @@ trap cleanup EXIT
 cleanup
 
 target/release/calico-bpf-bench --guard target/release/calico-bpf-guard "${baseline[@]}" \
-  --out bench/results.md "$@"
+  --built "$built" --out bench/results.md "$@"

@@ -51,6 +51,10 @@ pub struct Opts {
     /// Largest node the manual procedure runs on [default: every size].
     #[arg(long, value_name = "N")]
     pub manual_max: Option<usize>,
+    /// How the guards were built, said in the table's header (scripts/bench.sh builds both as
+    /// shipped).
+    #[arg(long, value_name = "TEXT")]
+    pub built: Option<String>,
     /// Also write the Markdown table here.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,

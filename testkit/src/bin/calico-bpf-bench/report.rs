@@ -59,7 +59,7 @@ pub fn render(opts: &Opts, rows: &[Row], noop: &Noop, load: (f64, f64), this: &s
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Measured by `make bench` on kernel {}, {} cores, guard commit {this}{}. Load average \
+        "Measured by `make bench` on kernel {}, {} cores, guard commit {this}{}{}. Load average \
          (1 minute) {:.2} at the start, {:.2} at the end.\n",
         cmd_line("uname", &["-r"]),
         cmd_line("nproc", &[]),
@@ -68,6 +68,10 @@ pub fn render(opts: &Opts, rows: &[Row], noop: &Noop, load: (f64, f64), this: &s
                 "; baseline {} measured in the same runs, interleaved",
                 opts.baseline_label
             ),
+            None => String::new(),
+        },
+        match &opts.built {
+            Some(how) => format!("; built {how}"),
             None => String::new(),
         },
         load.0,
