@@ -53,9 +53,10 @@ fn count_json(dir: &str) -> usize {
 /// and only when the note can be shown (`network_here`), each interface's file is read.
 fn sysctls(accept_local: Option<Vec<String>>, network_here: bool) -> Option<Sysctls> {
     let conf = Path::new("/proc/sys/net/ipv4/conf");
+    // No /proc/sys, no sysctls: the dump's answer stands for /proc's only where it can be read.
+    fs::metadata(conf).ok()?;
     let accept_local = match accept_local {
-        // The dump's answer stands for /proc's only where /proc/sys can be read at all.
-        Some(names) => fs::metadata(conf).ok().map(|_| names)?,
+        Some(names) => names,
         None if network_here => {
             let mut names: Vec<String> = fs::read_dir(conf)
                 .ok()?
@@ -70,10 +71,7 @@ fn sysctls(accept_local: Option<Vec<String>>, network_here: bool) -> Option<Sysc
             names.sort();
             names
         }
-        None => {
-            fs::metadata(conf).ok()?;
-            Vec::new()
-        }
+        None => Vec::new(),
     };
     Some(Sysctls {
         unprivileged_bpf_disabled: read(Path::new("/proc/sys/kernel/unprivileged_bpf_disabled")),

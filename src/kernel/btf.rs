@@ -40,12 +40,12 @@ pub fn layout() -> io::Result<Layout> {
 
 /// The kernel's BTF as it is: mapped where the kernel allows it (6.16 and later map it without
 /// a copy, and its pages are the kernel's, not the guard's), else read into memory.
-pub enum Vmlinux {
+enum Vmlinux {
     Mapped(Mapping),
     Read(Vec<u8>),
 }
 
-pub struct Mapping {
+struct Mapping {
     ptr: *mut libc::c_void,
     len: usize,
 }
@@ -59,7 +59,7 @@ impl Drop for Mapping {
 }
 
 impl Vmlinux {
-    pub fn open() -> io::Result<Vmlinux> {
+    fn open() -> io::Result<Vmlinux> {
         let mut file = std::fs::File::open(VMLINUX)?;
         let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
         if len > 0 {
@@ -83,7 +83,7 @@ impl Vmlinux {
         Ok(Vmlinux::Read(bytes))
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    fn bytes(&self) -> &[u8] {
         match self {
             // SAFETY: the mapping is len readable bytes and lives as long as self.
             Vmlinux::Mapped(m) => unsafe { std::slice::from_raw_parts(m.ptr.cast(), m.len) },
@@ -285,7 +285,7 @@ impl<'a> Reader<'a> {
 
 /// The layout from raw BTF bytes; None when anything is not understood or not there (then
 /// libbpf, which reads every kind there is, decides).
-pub fn parse(raw: &[u8]) -> Option<Layout> {
+fn parse(raw: &[u8]) -> Option<Layout> {
     let (r, [file, task, func]) = Reader::new(
         raw,
         [
@@ -306,7 +306,7 @@ pub fn parse(raw: &[u8]) -> Option<Layout> {
 
 /// The layout from libbpf's full parse of the kernel's BTF. Errors (Unsupported) when the
 /// kernel has no BTF or lacks one of the facts.
-pub fn layout_by_libbpf() -> io::Result<Layout> {
+fn layout_by_libbpf() -> io::Result<Layout> {
     let btf = Btf::from_vmlinux().map_err(|e| {
         let e = from_rs(e);
         io::Error::new(e.kind(), format!("loading the kernel's BTF: {e}"))
